@@ -1,0 +1,1 @@
+"""Catalog vocabulary and the one place that turns catalogs into validation, discovery and docs."""

@@ -1,0 +1,148 @@
+"""`edge-agent` command line (design §7)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent import __version__, logs
+from agent.config.settings import DEFAULT_PATH, ConfigError, LoadedConfig, load_config
+
+EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from looping
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        default = os.environ.get("EDGE_AGENT_CONFIG", str(DEFAULT_PATH))
+        p.add_argument("-c", "--config", type=Path, default=Path(default), help="config file")
+        return p
+
+    with_config(command("run", cmd_run, "run the service (foreground)"))
+    with_config(command("check-config", cmd_check_config, "validate the config and exit"))
+    poll = with_config(command("poll", cmd_poll, "poll one device once and print its state"))
+    poll.add_argument("device")
+    poll.add_argument("--raw", action="store_true", help="print the raw device replies too")
+    send = with_config(command("send", cmd_send, "send one command to a device (no MQTT)"))
+    send.add_argument("device")
+    send.add_argument("command_name", metavar="COMMAND")
+    send.add_argument("params", nargs="*", help="KEY=VALUE pairs, a JSON object, or one value")
+    with_config(command("discovery", cmd_discovery, "print the Home Assistant discovery payloads"))
+    from agent.simulate.cli import add_simulate_parser
+    from agent.simulate.demo import add_demo_parser
+
+    add_simulate_parser(command("simulate", None, "serve simulated devices on loopback"))
+    add_demo_parser(command("demo", None, "simulated fleet + agent + broker if none is running"))
+    _add_optional_kind_commands(sub)
+    return parser
+
+
+def _add_optional_kind_commands(sub: Any) -> None:
+    try:
+        from agent.devices.whatsminer.cli import add_whatsminer_parser
+    except ImportError:
+        return
+    add_whatsminer_parser(sub)
+
+
+def load(args: argparse.Namespace) -> LoadedConfig:
+    loaded = load_config(args.config)
+    return loaded
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    loaded = load(args)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    s = loaded.settings
+    print(f"{args.config}: ok — agent {s.agent.id}, {len(s.devices)} devices, broker {s.mqtt.url}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = load(args)
+    logs.configure(loaded.settings.agent.log_level, loaded.settings.agent.log_format)
+    log = logs.get_logger("main")
+    for warning in loaded.warnings:
+        log.warning("config", warning=warning)
+    asyncio.run(run_agent(loaded))
+    return 0
+
+
+async def run_agent(loaded: LoadedConfig) -> None:
+    from agent.runtime.agent import Agent
+
+    agent = Agent(loaded)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, agent.request_stop)
+    loop.add_signal_handler(signal.SIGINT, agent.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: agent.spawn(_reload(agent)))
+    await agent.run()
+
+
+async def _reload(agent: Any) -> None:
+    try:
+        await agent.reload()
+    except ConfigError:
+        pass  # already logged, the running config stays
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    from agent.runtime.oneshot import poll_once
+
+    loaded = load(args)
+    result = asyncio.run(poll_once(loaded.settings, args.device))
+    output: dict[str, Any] = {"state": result.state}
+    if args.raw:
+        output["raw"] = result.raw
+    print(json.dumps(output if args.raw else result.state, indent=2, default=str))
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from agent.runtime.oneshot import send_once
+
+    loaded = load(args)
+    result = asyncio.run(send_once(loaded.settings, args.device, args.command_name, args.params))
+    print(json.dumps(result, indent=2, default=str))
+    return 0 if result["ok"] else 1
+
+
+def cmd_discovery(args: argparse.Namespace) -> int:
+    from agent.runtime.oneshot import discovery_payloads
+
+    loaded = load(args)
+    for topic, payload in discovery_payloads(loaded.settings):
+        print(topic)
+        print(json.dumps(payload, indent=2))
+    return 0

@@ -1,0 +1,1 @@
+"""Configuration: shared building blocks (base) and the whole settings file (settings)."""

@@ -1,0 +1,132 @@
+"""Config building blocks shared by the agent sections and every device kind."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
+
+SLUG = r"[a-z0-9_-]+"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """`"500ms"`, `"10s"`, `"5m"`, `"1h"` or plain seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like '10s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration; use '500ms', '10s', '5m', '1h' or seconds")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Slug = Annotated[str, Field(pattern=f"^{SLUG}$", min_length=1, max_length=64)]
+
+
+def read_secret_file(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+def credential(name: str) -> str | None:
+    """A systemd credential (`LoadCredential=NAME:…`), if the service was given one."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    path = Path(directory) / name
+    return read_secret_file(path) if path.is_file() else None
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SecretFields(Section):
+    """Resolves `X` from `X`, `X_file` or the systemd credential `{credential_prefix}.X`.
+
+    Subclasses list their secret field names in `secret_fields`; each has a sibling `X_file`.
+    The value stays a SecretStr, so printing the model never shows it.
+    """
+
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    def credential_prefix(self) -> str:
+        return ""
+
+    @model_validator(mode="after")
+    def _resolve_secrets(self) -> SecretFields:
+        for name in self.secret_fields:
+            if getattr(self, name) is not None:
+                continue
+            file_path = getattr(self, f"{name}_file", None)
+            value = read_secret_file(file_path) if file_path else None
+            if value is None:
+                prefix = self.credential_prefix()
+                value = credential(f"{prefix}.{name}" if prefix else name)
+            if value is not None:
+                object.__setattr__(self, name, SecretStr(value))
+        return self
+
+    def secret_values(self) -> list[str]:
+        values = []
+        for name in self.secret_fields:
+            secret = getattr(self, name)
+            if isinstance(secret, SecretStr) and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        return values
+
+
+class DeviceConfig(SecretFields):
+    """What every `[[devices]]` entry has, whatever its kind."""
+
+    id: Slug
+    kind: str
+    name: str | None = None
+    enabled: bool = True
+    poll_interval: Duration = 10.0
+    timeout: Duration = 5.0
+    offline_after: int | None = Field(default=None, ge=1)
+    state_refresh: Duration | None = None
+    allow_commands: list[str] = Field(default_factory=list)
+    publish_raw: bool = False
+
+    def credential_prefix(self) -> str:
+        return self.id
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+    @model_validator(mode="after")
+    def _check_identity(self) -> DeviceConfig:
+        if self.id == "bridge":
+            raise ValueError("'bridge' is reserved for the agent's own topics")
+        if self.poll_interval < 0.1:
+            raise ValueError("poll_interval must be at least 100ms")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """The device's config for bridge info: no secrets, no secret file paths."""
+        hidden = {*self.secret_fields, *(f"{s}_file" for s in self.secret_fields)}
+        return self.model_dump(mode="json", exclude=hidden)

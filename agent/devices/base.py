@@ -1,0 +1,72 @@
+"""The contract between the runtime and a device kind.
+
+A driver owns one device's protocol client. `poll()` reads the device and returns its
+normalised state (the schema its catalog documents); `execute()` runs one already validated
+command and returns the data for the result. Drivers know nothing of MQTT: the runtime
+publishes what they return and turns what they raise (agent.errors) into results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from agent.catalog.model import Catalog
+from agent.config.base import DeviceConfig
+
+ConfigT = TypeVar("ConfigT", bound=DeviceConfig)
+
+
+@dataclass(slots=True)
+class PollResult:
+    state: dict[str, Any]
+    raw: dict[str, Any] = field(default_factory=dict)  # endpoint name → body as received
+    events: list[dict[str, Any]] = field(default_factory=list)  # published on {device}/event
+
+
+class Driver(ABC, Generic[ConfigT]):
+    catalog: ClassVar[Catalog]
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
+
+    @abstractmethod
+    async def poll(self) -> PollResult: ...
+
+    @abstractmethod
+    async def execute(self, command: str, params: dict[str, Any]) -> Any: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sockets and sessions."""
+
+
+class BlockingDriver(Driver[ConfigT]):
+    """A driver over a blocking client (requests): its calls run on the agent's worker threads.
+
+    The runtime serialises calls per device, so a blocking driver never sees two at once.
+    """
+
+    async def poll(self) -> PollResult:
+        return await _in_thread(self.poll_blocking)
+
+    async def execute(self, command: str, params: dict[str, Any]) -> Any:
+        return await _in_thread(lambda: self.execute_blocking(command, params))
+
+    async def close(self) -> None:
+        await _in_thread(self.close_blocking)
+
+    @abstractmethod
+    def poll_blocking(self) -> PollResult: ...
+
+    @abstractmethod
+    def execute_blocking(self, command: str, params: dict[str, Any]) -> Any: ...
+
+    def close_blocking(self) -> None:  # noqa: B027 - optional hook
+        """Release the HTTP session."""
+
+
+async def _in_thread(call: Callable[[], Any]) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, call)

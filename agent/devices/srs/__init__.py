@@ -1,0 +1,8 @@
+"""SRS (Simple Realtime Server) media server over its HTTP API."""
+
+from agent.devices import DeviceKind
+from agent.devices.srs.catalog import CATALOG
+from agent.devices.srs.config import SrsConfig
+from agent.devices.srs.driver import SrsDriver
+
+KIND = DeviceKind(name="srs", config=SrsConfig, catalog=CATALOG, driver=SrsDriver)

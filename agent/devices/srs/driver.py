@@ -1,0 +1,384 @@
+"""SRS: summaries, vhosts, streams and clients → state and events; commands → API writes.
+
+One poll is four requests when every list fits in a page (summaries, vhosts, streams,
+clients): summaries carries the version, process and host figures, and the vhost list gives
+SRS's own per-vhost counts and 30 s bitrates, whose sums are the server totals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agent.devices.base import BlockingDriver, PollResult
+from agent.devices.srs.catalog import CATALOG, stream_label
+from agent.devices.srs.client import Identity, Listing, SrsClient
+from agent.devices.srs.config import DEFAULT_VHOST, SrsConfig
+from agent.errors import DeviceError, ProtocolError, UnknownCommandError
+
+_SLUG_JUNK = re.compile(r"[^a-z0-9]+")
+Row = dict[str, Any]
+
+
+class SrsDriver(BlockingDriver[SrsConfig]):
+    catalog = CATALOG
+
+    def __init__(self, config: SrsConfig) -> None:
+        super().__init__(config)
+        password = config.password.get_secret_value() if config.password else None
+        self.client = SrsClient(
+            str(config.url),
+            username=config.username,
+            password=password,
+            timeout=config.timeout,
+            verify=config.verify_tls,
+            page_size=config.page_size,
+        )
+        self.watch = watch_slugs(config.watch_streams)
+        self.tracker = StreamTracker()
+        self._version: tuple[Identity | None, str | None] | None = None
+
+    def poll_blocking(self) -> PollResult:
+        summary = self.client.summaries()
+        vhosts = self.client.vhosts()
+        streams = self.client.streams(self.config.max_streams)
+        clients = (
+            self.client.clients(self.config.max_clients)
+            if self.config.max_clients
+            else Listing([], truncated=False, requests=0)
+        )
+        identity = self.client.identity
+        try:
+            state = normalise(summary, vhosts, streams, clients, self.watch, identity)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise ProtocolError(f"SRS answered data of an unexpected shape: {exc}") from None
+        if state["server"]["version"] is None:
+            state["server"]["version"] = self._fallback_version(identity)
+        events = self.tracker.update(identity, state["streams"], complete=not streams.truncated)
+        state["server"]["restarts"] = self.tracker.restarts
+        raw = {
+            "summaries": summary,
+            "vhosts": vhosts,
+            "streams": streams.items,
+            "clients": clients.items,
+        }
+        return PollResult(state=state, raw=raw, events=events)
+
+    def _fallback_version(self, identity: Identity | None) -> str | None:
+        """SRS before 4 has no version in summaries: read /versions once per process."""
+        if self._version is None or self._version[0] != identity:
+            version = self.client.versions().get("version")
+            self._version = (identity, version if isinstance(version, str) else None)
+        return self._version[1]
+
+    def execute_blocking(self, command: str, params: dict[str, Any]) -> Any:
+        if command == "kick_client":
+            return self._kick(params["client_id"])
+        if command == "reload":
+            self.client.reload()
+            return {"reloaded": True}
+        raise UnknownCommandError(f"SRS has no command {command!r}")
+
+    def _kick(self, client_id: str) -> dict[str, Any]:
+        try:
+            self.client.kick_client(client_id)
+        except DeviceError as exc:
+            if exc.device_code == 2049:
+                raise DeviceError(
+                    f"kick_client: no client {client_id!r} is connected to SRS (SRS code "
+                    "2049); it may have just left",
+                    device_code=2049,
+                ) from None
+            raise
+        return {"client_id": client_id, "kicked": True}
+
+    def close_blocking(self) -> None:
+        self.client.close()
+
+
+class StreamTracker:
+    """Remembers who answered and which streams were live, to report what changed."""
+
+    def __init__(self) -> None:
+        self.identity: Identity | None = None
+        self.restarts = 0
+        self.live: dict[str, Row] | None = None  # None until the first poll
+
+    def update(self, identity: Identity | None, streams: list[Row], *, complete: bool) -> list[Row]:
+        events: list[Row] = []
+        restarted = None not in (self.identity, identity) and identity != self.identity
+        if restarted:
+            self.restarts += 1
+            events.append(_restart_event(self.identity, identity))
+        live = {row["stream"]: row for row in streams if row["publishing"]}
+        if self.live is not None:
+            listed = {row["stream"] for row in streams}
+            for key, row in self.live.items():
+                # A stream missing from a capped listing may still be live: only a complete
+                # listing, a restart or the stream's own publish flag says it stopped.
+                gone = key not in live and (complete or key in listed)
+                if restarted or gone:
+                    reason = "server_restarted" if restarted else "unpublished"
+                    events.append(_stream_event("stream_stopped", row, reason=reason))
+            events.extend(
+                _stream_event("stream_live", row)
+                for key, row in live.items()
+                if restarted or key not in self.live
+            )
+        self.live = live
+        self.identity = identity or self.identity
+        return events
+
+
+def _restart_event(before: Identity | None, after: Identity | None) -> Row:
+    return {
+        "event": "server_restarted",
+        "server_id": after.server if after else None,
+        "service_id": after.service if after else None,
+        "pid": _int_text(after.pid) if after else None,
+        "previous": {
+            "server_id": before.server if before else None,
+            "service_id": before.service if before else None,
+            "pid": _int_text(before.pid) if before else None,
+        },
+    }
+
+
+def _stream_event(name: str, row: Row, **extra: Any) -> Row:
+    event: Row = {"event": name, "stream": row["stream"], "stream_id": row["id"]}
+    if name == "stream_live":
+        video = row["video"] or {}
+        audio = row["audio"] or {}
+        event.update(
+            publisher_client=row["publisher_client"],
+            video_codec=video.get("codec"),
+            audio_codec=audio.get("codec"),
+            resolution=row["resolution"],
+        )
+    event.update(extra)
+    return event
+
+
+def watch_slugs(keys: Iterable[str]) -> dict[str, str]:
+    """watch_streams keys → unique slugs usable in state paths and entity ids."""
+    slugs: dict[str, str] = {}
+    for key in keys:
+        base = _SLUG_JUNK.sub("_", stream_label(key).lower()).strip("_") or "stream"
+        slug, n = base, 2
+        while slug in slugs:
+            slug, n = f"{base}_{n}", n + 1
+        slugs[slug] = key
+    return slugs
+
+
+# --- normalisation -------------------------------------------------------------------------
+def normalise(
+    summary: Mapping[str, Any],
+    vhosts: list[Row],
+    streams: Listing,
+    clients: Listing,
+    watch: Mapping[str, str],
+    identity: Identity | None = None,
+) -> Row:
+    names = {v.get("id"): v.get("name") for v in vhosts}
+    vhost_rows = [_vhost(v) for v in vhosts]
+    stream_rows = [_stream(s, names) for s in streams.items]
+    keys = {row["id"]: row["stream"] for row in stream_rows}
+    by_key = {row["stream"]: row for row in stream_rows}
+    return {
+        "server": _server(summary, vhost_rows, stream_rows, identity),
+        "vhosts": vhost_rows,
+        "streams": stream_rows,
+        "clients": [_client(c, keys) for c in clients.items],
+        "truncated": {"streams": streams.truncated, "clients": clients.truncated},
+        "watched": {
+            slug: _watched(key, by_key.get(key), streams.truncated) for slug, key in watch.items()
+        },
+        "errors": _errors(streams, clients),
+    }
+
+
+def _server(
+    summary: Mapping[str, Any], vhosts: list[Row], streams: list[Row], identity: Identity | None
+) -> Row:
+    process = _dict(summary.get("self"))
+    system = _dict(summary.get("system"))
+    memory_kb = _int(process.get("mem_kbyte"))
+    loads = (system.get("load_1m"), system.get("load_5m"), system.get("load_15m"))
+    return {
+        "id": identity.server if identity else None,
+        "service_id": identity.service if identity else None,
+        "pid": _int(process.get("pid")),
+        "version": _str(process.get("version")),
+        "uptime_s": _int(process.get("srs_uptime")),
+        # SRS names them *_percent but reports fractions (0.01 = 1 %).
+        "cpu_percent": _percent(process.get("cpu_percent")),
+        "memory_bytes": None if memory_kb is None else memory_kb * 1024,
+        "memory_percent": _percent(process.get("mem_percent")),
+        "system_cpu_percent": _percent(system.get("cpu_percent")),
+        "system_memory_percent": _percent(system.get("mem_ram_percent")),
+        "cpus": _int(system.get("cpus_online")),
+        "load_average": [_num(x) for x in loads] if any(_num(x) is not None for x in loads) else None,
+        "kbps_in": sum(v["kbps_in"] or 0 for v in vhosts),
+        "kbps_out": sum(v["kbps_out"] or 0 for v in vhosts),
+        "connections": _int(system.get("conn_srs")),
+        "streams": sum(v["streams"] or 0 for v in vhosts),
+        "live_streams": sum(1 for s in streams if s["publishing"]),
+        "clients": sum(v["clients"] or 0 for v in vhosts),
+        "restarts": 0,
+    }
+
+
+def _vhost(vhost: Mapping[str, Any]) -> Row:
+    kbps = _dict(vhost.get("kbps"))
+    return {
+        "id": _str(vhost.get("id")),
+        "name": _str(vhost.get("name")),
+        "enabled": vhost.get("enabled") is True,
+        "streams": _int(vhost.get("streams")),
+        "clients": _int(vhost.get("clients")),
+        "kbps_in": _num(kbps.get("recv_30s")),
+        "kbps_out": _num(kbps.get("send_30s")),
+        "bytes_in": _int(vhost.get("recv_bytes")),
+        "bytes_out": _int(vhost.get("send_bytes")),
+        "hls": _dict(vhost.get("hls")).get("enabled") is True,
+    }
+
+
+def _stream(stream: Mapping[str, Any], vhost_names: Mapping[Any, Any]) -> Row:
+    url = _str(stream.get("url"))
+    vhost = _str(vhost_names.get(stream.get("vhost"))) or _vhost_of(url)
+    app, name = _str(stream.get("app")), _str(stream.get("name"))
+    publish = _dict(stream.get("publish"))
+    active = publish.get("active") is True
+    kbps = _dict(stream.get("kbps"))
+    video, audio = _video(stream.get("video")), _audio(stream.get("audio"))
+    width, height = (video["width"], video["height"]) if video else (None, None)
+    return {
+        "id": _str(stream.get("id")),
+        "stream": f"{vhost}/{app}/{name}" if app and name else _key_of(url),
+        "vhost": vhost,
+        "app": app,
+        "name": name,
+        "publishing": active,
+        "publisher_client": _str(publish.get("cid")) if active else None,
+        "clients": _int(stream.get("clients")),
+        "frames": _int(stream.get("frames")),
+        "kbps_in": _num(kbps.get("recv_30s")),
+        "kbps_out": _num(kbps.get("send_30s")),
+        "bytes_in": _int(stream.get("recv_bytes")),
+        "bytes_out": _int(stream.get("send_bytes")),
+        "video": video,
+        "audio": audio,
+        "resolution": f"{width}x{height}" if width and height else None,
+    }
+
+
+def _video(value: Any) -> Row | None:
+    if not isinstance(value, dict):
+        return None
+    return {
+        "codec": _str(value.get("codec")),
+        "profile": _str(value.get("profile")),
+        "level": _str(value.get("level")),
+        "width": _int(value.get("width")),
+        "height": _int(value.get("height")),
+    }
+
+
+def _audio(value: Any) -> Row | None:
+    if not isinstance(value, dict):
+        return None
+    return {
+        "codec": _str(value.get("codec")),
+        "sample_rate_hz": _int(value.get("sample_rate")),
+        "channels": _int(value.get("channel")),
+        "profile": _str(value.get("profile")),
+    }
+
+
+def _client(client: Mapping[str, Any], stream_keys: Mapping[Any, str]) -> Row:
+    url = _str(client.get("url"))
+    kbps = _dict(client.get("kbps"))
+    return {
+        "id": _str(client.get("id")),
+        "type": _str(client.get("type")),
+        "ip": _str(client.get("ip")),
+        "stream": stream_keys.get(client.get("stream")) or _key_of(url),
+        "url": url,
+        "publish": client.get("publish") is True,
+        "alive_s": _num(client.get("alive")),
+        "kbps_in": _num(kbps.get("recv_30s")),
+        "kbps_out": _num(kbps.get("send_30s")),
+    }
+
+
+def _watched(key: str, row: Row | None, truncated: bool) -> Row:
+    if row is None:
+        # Absent from a complete listing: not on the server. From a capped one: unknown.
+        zero = None if truncated else 0
+        return {"stream": key, "live": None if truncated else False, "clients": zero,
+                "kbps_in": zero, "kbps_out": zero}
+    return {
+        "stream": key,
+        "live": row["publishing"],
+        "clients": row["clients"],
+        "kbps_in": row["kbps_in"],
+        "kbps_out": row["kbps_out"],
+    }
+
+
+def _errors(streams: Listing, clients: Listing) -> list[str]:
+    errors = []
+    if streams.truncated:
+        errors.append(f"more streams than max_streams; listed the first {len(streams.items)}")
+    if clients.truncated:
+        errors.append(f"more clients than max_clients; listed the first {len(clients.items)}")
+    return errors
+
+
+def _vhost_of(url: str | None) -> str:
+    """SRS's stream url is `/app/name` on the default vhost and `vhost/app/name` elsewhere."""
+    if not url or url.startswith("/"):
+        return DEFAULT_VHOST
+    return url.split("/", 1)[0]
+
+
+def _key_of(url: str | None) -> str:
+    if not url:
+        return f"{DEFAULT_VHOST}/?"
+    return f"{DEFAULT_VHOST}{url}" if url.startswith("/") else url
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _num(value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    number = _num(value)
+    return None if number is None else int(number)
+
+
+def _int_text(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def _percent(fraction: Any) -> float | None:
+    number = _num(fraction)
+    return None if number is None else round(number * 100, 2)

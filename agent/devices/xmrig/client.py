@@ -1,0 +1,130 @@
+"""XMRig's HTTP API (seed 000; behaviour from XMRig 6.26's Httpd.cpp in research/http-apis.md).
+
+Speaks HTTP only. Status codes and JSON-RPC errors become agent errors with messages an
+operator can act on; the access token never appears in any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from agent.devices.http import json_body, make_session, send
+from agent.errors import (
+    AuthError,
+    DeviceError,
+    ErrorCode,
+    ProtocolError,
+    UnsupportedError,
+)
+
+SUMMARY_PATHS = ("/2/summary", "/1/summary", "/api.json")
+JSON_RPC_ERRORS = {
+    -32700: "the miner could not parse the request",
+    -32600: "the miner found the request invalid",
+    -32601: "this XMRig version has no such method",
+}
+
+
+class XmrigClient:
+    def __init__(
+        self, url: str, *, token: str | None, timeout: float, verify: bool | str = True
+    ) -> None:
+        self.base = url.rstrip("/")
+        self.timeout = timeout
+        self.session = make_session(verify=verify)
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.summary_path: str | None = None  # the newest one this miner answered
+
+    def close(self) -> None:
+        self.session.close()
+
+    def summary(self) -> dict[str, Any]:
+        paths = (self.summary_path,) if self.summary_path else SUMMARY_PATHS
+        for path in paths:
+            response = self._request("GET", path)
+            if response.status_code == 404 and not self.summary_path:
+                continue  # an older XMRig: try the next API version
+            body = self._expect_json(response, path)
+            if not isinstance(body, dict):
+                raise ProtocolError(f"{path} did not answer a JSON object")
+            self.summary_path = path
+            return body
+        raise UnsupportedError("the miner answers none of /2/summary, /1/summary, /api.json")
+
+    def backends(self) -> list[dict[str, Any]] | None:
+        """`/2/backends`, or None when this XMRig predates it."""
+        response = self._request("GET", "/2/backends")
+        if response.status_code == 404:
+            return None
+        body = self._expect_json(response, "/2/backends")
+        if not isinstance(body, list):
+            raise ProtocolError("/2/backends did not answer a JSON list")
+        return body
+
+    def get_config(self) -> dict[str, Any]:
+        body = self._expect_json(self._request("GET", "/2/config"), "/2/config")
+        if not isinstance(body, dict):
+            raise ProtocolError("/2/config did not answer a JSON object")
+        return body
+
+    def put_config(self, config: dict[str, Any]) -> None:
+        response = self._request("PUT", "/2/config", json=config)
+        if response.status_code == 400:
+            raise DeviceError(
+                "the miner rejected the new config (HTTP 400); its old config stays in force",
+                device_code=400,
+            )
+        if response.status_code not in (200, 204):
+            self._raise_for_status(response, "/2/config")
+
+    def rpc(self, method: str) -> Any:
+        body = self._expect_json(
+            self._request("POST", "/json_rpc", json={"method": method, "id": 1}), "/json_rpc"
+        )
+        if not isinstance(body, dict):
+            raise ProtocolError("/json_rpc did not answer a JSON object")
+        error = body.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            reason = JSON_RPC_ERRORS.get(code) if isinstance(code, int) else None
+            message = f"{reason or 'the miner refused'}: {error.get('message', '')}".rstrip(": ")
+            refused = UnsupportedError if code == -32601 else DeviceError
+            raise refused(f"{method}: {message}", device_code=code)
+        return body.get("result")
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return send(self.session, method, self.base + path, timeout=self.timeout, **kwargs)
+
+    def _expect_json(self, response: requests.Response, path: str) -> Any:
+        if response.status_code >= 400:
+            self._raise_for_status(response, path)
+        return json_body(response)
+
+    def _raise_for_status(self, response: requests.Response, path: str) -> None:
+        status = response.status_code
+        if status == 401:
+            raise AuthError(
+                "the miner requires an access token (HTTP 401): set the device's token, or "
+                "the miner has none configured while one was sent",
+                device_code=401,
+            )
+        if status == 403:
+            raise AuthError(
+                f"{path} forbidden (HTTP 403): the access token is wrong, or the miner's API "
+                "is restricted (http.restricted = true) and refuses this request",
+                device_code=403,
+            )
+        if status == 404:
+            raise UnsupportedError(f"{path} does not exist on this miner (HTTP 404)", device_code=404)
+        if status == 415:
+            raise DeviceError(
+                f"{path}: the miner refused the body's content type (HTTP 415)", device_code=415
+            )
+        raise DeviceError(
+            f"{path} failed with HTTP {status} {response.reason or ''}".rstrip(),
+            device_code=status,
+            code=ErrorCode.DEVICE,
+        )

@@ -1,0 +1,233 @@
+"""XMRig: summary/backends/config → state, commands → JSON-RPC and config writes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from agent.devices.base import BlockingDriver, PollResult
+from agent.devices.xmrig.catalog import CATALOG
+from agent.devices.xmrig.client import XmrigClient
+from agent.devices.xmrig.config import XmrigConfig
+from agent.errors import AuthError, DeviceError, ValidationError
+
+WINDOWS = ("10s", "1m", "15m")
+SECRET_CONFIG_KEYS = frozenset({"access-token", "pass", "password", "rig-id-password"})
+MASK = "***"
+
+
+class XmrigDriver(BlockingDriver[XmrigConfig]):
+    catalog = CATALOG
+
+    def __init__(self, config: XmrigConfig) -> None:
+        super().__init__(config)
+        token = config.token.get_secret_value() if config.token else None
+        self.client = XmrigClient(
+            str(config.url), token=token, timeout=config.timeout, verify=config.verify_tls
+        )
+        self.restricted = False
+        self._config_read_at = float("-inf")
+        self._configured_pools: list[str] | None = None
+
+    def poll_blocking(self) -> PollResult:
+        summary = self.client.summary()
+        raw: dict[str, Any] = {"summary": summary}
+        self.restricted = bool(summary.get("restricted", False))
+        backends = self.client.backends() if self.client.summary_path == "/2/summary" else None
+        if backends is not None:
+            raw["backends"] = backends
+        self._refresh_config(raw)
+        state = normalise(summary, backends)
+        state["api"] = self.client.summary_path
+        state["configured_pools"] = self._configured_pools
+        return PollResult(state=state, raw=raw)
+
+    def _refresh_config(self, raw: dict[str, Any]) -> None:
+        due = time.monotonic() - self._config_read_at >= self.config.config_interval
+        if self.restricted or not due:
+            return
+        config = self.client.get_config()
+        self._config_read_at = time.monotonic()
+        raw["config"] = mask_secrets(config)
+        pools = config.get("pools")
+        if isinstance(pools, list):
+            self._configured_pools = [p.get("url") for p in pools if isinstance(p, dict)]
+
+    def execute_blocking(self, command: str, params: dict[str, Any]) -> Any:
+        try:
+            return self._execute(command, params)
+        except AuthError as exc:
+            if exc.device_code == 403 and self.restricted:
+                raise DeviceError(
+                    f"{command}: the miner's API is restricted (http.restricted = true) and "
+                    "accepts no writes; set it to false in the miner's config",
+                    device_code=403,
+                    code=exc.code,
+                ) from None
+            raise
+
+    def _execute(self, command: str, params: dict[str, Any]) -> Any:
+        if command == "mining":
+            command = "resume" if params["state"] else "pause"
+        if command in ("pause", "resume", "stop", "start"):
+            return self.client.rpc(command)
+        if command == "config_get":
+            return mask_secrets(self.client.get_config())
+        if command == "config_set":
+            self._put_config(_require_object(params["config"], "config_set.config"))
+            return {"replaced": True}
+        if command == "config_patch":
+            patch = _require_object(params["patch"], "config_patch.patch")
+            merged = merge_patch(self.client.get_config(), patch)
+            self._put_config(merged)
+            return {"changed": sorted(patch)}
+        raise ValidationError(f"xmrig has no command {command!r}")
+
+    def _put_config(self, config: dict[str, Any]) -> None:
+        self.client.put_config(config)
+        self._config_read_at = float("-inf")  # read it back on the next poll
+
+    def close_blocking(self) -> None:
+        self.client.close()
+
+
+def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[str, Any]:
+    results = _dict(summary.get("results"))
+    connection = _dict(summary.get("connection"))
+    hashrate = _dict(summary.get("hashrate"))
+    good, total = _int(results.get("shares_good")), _int(results.get("shares_total"))
+    per_backend = normalise_backends(backends)
+    gpus = [gpu for b in per_backend.values() for gpu in b.get("gpus", ())]
+    paused = bool(summary.get("paused", False))
+    enabled = any(b["enabled"] for b in per_backend.values()) if per_backend else True
+    resources = _dict(summary.get("resources"))
+    memory = _dict(resources.get("memory"))
+    cpu = _dict(summary.get("cpu"))
+    return {
+        "miner_id": summary.get("id"),
+        "worker_id": summary.get("worker_id"),
+        "version": summary.get("version"),
+        "user_agent": summary.get("ua"),
+        "algo": summary.get("algo"),
+        "hashrate_hs": {**_windows(hashrate.get("total")), "highest": hashrate.get("highest")},
+        "shares": {
+            "accepted": good,
+            "rejected": None if good is None or total is None else total - good,
+            "total": total,
+            "avg_time_s": _int(results.get("avg_time")),
+            "difficulty": _int(results.get("diff_current")),
+        },
+        "pool": {
+            "url": connection.get("pool"),
+            "ip": connection.get("ip"),
+            "ping_ms": _int(connection.get("ping")),
+            "uptime_s": _int(connection.get("uptime")),
+            "failures": _int(connection.get("failures")),
+            "tls": connection.get("tls"),
+        },
+        "uptime_s": _int(summary.get("uptime")),
+        "paused": paused,
+        "mining": enabled and not paused,
+        "restricted": bool(summary.get("restricted", False)),
+        "donate_level": _int(summary.get("donate_level")),
+        "cpu": {"brand": cpu.get("brand"), "cores": cpu.get("cores"), "threads": cpu.get("threads")},
+        "memory": {
+            "free_bytes": memory.get("free"),
+            "total_bytes": memory.get("total"),
+            "rss_bytes": memory.get("resident_set_memory"),
+        },
+        "load_average": resources.get("load_average"),
+        "hugepages": summary.get("hugepages"),
+        "power_w": _sum(g.get("power_w") for g in gpus),
+        "temperature_c": _max(g.get("temperature_c") for g in gpus),
+        "errors": [],
+        "backends": per_backend,
+    }
+
+
+def normalise_backends(backends: list[Any] | None) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for backend in backends or ():
+        if not isinstance(backend, dict) or not isinstance(backend.get("type"), str):
+            continue
+        threads = [t for t in backend.get("threads") or () if isinstance(t, dict)]
+        entry: dict[str, Any] = {
+            "enabled": bool(backend.get("enabled", False)),
+            "algo": backend.get("algo"),
+            "hashrate_hs": _windows(backend.get("hashrate")),
+            "threads": [{"hashrate_hs": _windows(t.get("hashrate"))} for t in threads],
+        }
+        if backend["type"] != "cpu":
+            entry["gpus"] = [_gpu(i, t) for i, t in enumerate(threads)]
+        found[backend["type"]] = entry
+    return found
+
+
+def _gpu(position: int, thread: Mapping[str, Any]) -> dict[str, Any]:
+    health = _dict(thread.get("health"))
+    fans = health.get("fan_speed")
+    return {
+        "index": thread.get("index", position),
+        "name": thread.get("name"),
+        "bus_id": thread.get("bus_id"),
+        "temperature_c": health.get("temperature"),
+        "power_w": health.get("power"),
+        "clock_mhz": health.get("clock"),
+        "memory_clock_mhz": health.get("mem_clock"),
+        "fan_percent": fans if isinstance(fans, list) else [],
+    }
+
+
+def mask_secrets(config: Any) -> Any:
+    """The miner's config as it may be shown: tokens and pool passwords masked."""
+    if isinstance(config, dict):
+        return {
+            k: (MASK if k in SECRET_CONFIG_KEYS and v else mask_secrets(v))
+            for k, v in config.items()
+        }
+    if isinstance(config, list):
+        return [mask_secrets(v) for v in config]
+    return config
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def _require_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not value:
+        raise ValidationError(f"{where} must be a non-empty JSON object")
+    return value
+
+
+def _windows(values: Any) -> dict[str, Any]:
+    values = values if isinstance(values, list) else []
+    return {w: (values[i] if i < len(values) else None) for i, w in enumerate(WINDOWS)}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _sum(values: Any) -> float | None:
+    numbers = [v for v in values if isinstance(v, int | float)]
+    return sum(numbers) if numbers else None
+
+
+def _max(values: Any) -> float | None:
+    numbers = [v for v in values if isinstance(v, int | float)]
+    return max(numbers) if numbers else None

@@ -1,0 +1,1 @@
+"""The running service: MQTT session, device workers, command routing, discovery."""

@@ -1,0 +1,307 @@
+"""The running agent: MQTT session, device workers, discovery, bridge topics, reloads.
+
+Data flows one way: a worker polls, normalises and hands the state here to publish; a message
+on a command topic is validated against the kind's catalog, run by that device's worker, and
+answered with exactly one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.catalog.discovery import DiscoveryContext
+from agent.config.base import DeviceConfig
+from agent.config.settings import ConfigError, LoadedConfig, Settings, load_config
+from agent.devices import KINDS
+from agent.logs import get_logger, register_secrets
+from agent.runtime.announcer import Announcer
+from agent.runtime.commands import CommandRouter
+from agent.runtime.mqtt import Inbound, MqttLink
+from agent.runtime.systemd import Notifier
+from agent.runtime.topics import Topics
+from agent.runtime.worker import DeviceWorker
+
+log = get_logger("agent")
+
+
+class Agent:
+    def __init__(self, loaded: LoadedConfig, *, notifier: Notifier | None = None) -> None:
+        self.loaded = loaded
+        self.settings: Settings = loaded.settings
+        self.config_path: Path | None = loaded.path
+        self.notifier = notifier or Notifier()
+        self.topics = Topics(self.settings.mqtt.base_topic, self.settings.agent.id)
+        self.workers: dict[str, DeviceWorker] = {}
+        self.started = time.monotonic()
+        self.stopping = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._info_pending = False
+        register_secrets(self.settings.secret_values())
+        ha = self.settings.homeassistant
+        self.ctx = DiscoveryContext(ha.discovery_prefix, self.topics.base, self.settings.agent.id)
+        self.link = MqttLink(
+            self.settings.mqtt,
+            client_id=self.settings.mqtt.client_id or f"edge-agent-{self.settings.agent.id}",
+            will_topic=self.topics.bridge_state,
+            on_message=self._from_network_thread,
+            on_connected=self._connected_from_network_thread,
+        )
+        self.announcer = Announcer(
+            self.ctx, self.link.publish_retained, self.link.clear_retained, enabled=ha.enabled
+        )
+        self.router = CommandRouter(self)
+
+    # lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop.set_default_executor(
+            ThreadPoolExecutor(self.settings.agent.workers, thread_name_prefix="device-io")
+        )
+        self.link.subscribe(*self.topics.subscriptions(self.settings.homeassistant.status_topic))
+        self.link.publish_retained(self.topics.bridge_state, b"online")
+        for device in self.settings.devices:
+            self._add_worker(device)
+        self.publish_info()
+        self.router.announce_bridge()
+        self.link.start()
+        self.notifier.ready(f"{len(self.workers)} devices")
+        log.info("agent started", agent=self.settings.agent.id, devices=len(self.workers))
+        watchdog = self.spawn(self._watchdog())
+        await self.stopping.wait()
+        watchdog.cancel()
+        await self._shutdown()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def _shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("agent stopping")
+        await self.router.close()
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        final = {self.topics.availability(d): b"offline" for d in self.workers}
+        final[self.topics.bridge_state] = b"offline"
+        await asyncio.to_thread(self.link.stop, final)
+        for task in list(self._tasks):
+            task.cancel()
+        log.info("agent stopped")
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while True:  # pets only while the event loop turns: a stuck loop gets restarted
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # workers ---------------------------------------------------------------------------
+
+    def _add_worker(self, device: DeviceConfig) -> None:
+        if not device.enabled:
+            return
+        agent = self.settings.agent
+        worker = DeviceWorker(
+            device,
+            KINDS[device.kind],
+            self,
+            offline_after=agent.offline_after,
+            state_refresh=agent.state_refresh,
+            jitter=agent.jitter,
+        )
+        self.workers[device.id] = worker
+        self.announcer.announce_device(device.id, device.display_name, worker.kind.catalog, None)
+        worker.start()
+
+    async def _remove_worker(self, device_id: str) -> None:
+        worker = self.workers.pop(device_id)
+        await worker.stop()
+        self.announcer.forget_device(device_id)
+        for topic in (self.topics.state(device_id), self.topics.availability(device_id)):
+            self.link.clear_retained(topic)
+
+    # what workers hand over (the Publisher protocol) ------------------------------------
+
+    def device_state(self, worker: DeviceWorker, payload: bytes) -> None:
+        self.link.publish_retained(self.topics.state(worker.id), payload)
+
+    def device_availability(self, worker: DeviceWorker, online: bool) -> None:
+        self.link.publish_retained(
+            self.topics.availability(worker.id), b"online" if online else b"offline"
+        )
+        self.publish_info_soon()
+
+    def device_raw(self, worker: DeviceWorker, raw: dict[str, Any]) -> None:
+        for endpoint, body in raw.items():
+            self.link.publish(self.topics.raw(worker.id, endpoint), _json(body))
+
+    def device_events(self, worker: DeviceWorker, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            log.info("device event", device=worker.id, **{k: str(v) for k, v in event.items()})
+            self.link.publish(self.topics.event(worker.id), _json(event))
+
+    def device_polled(self, worker: DeviceWorker) -> None:
+        self.announcer.announce_device(
+            worker.id,
+            worker.config.display_name,
+            worker.kind.catalog,
+            worker.state,
+            _config_url(worker.config),
+        )
+        self.router.device_polled(worker)
+
+    # bridge ----------------------------------------------------------------------------
+
+    def publish_info_soon(self) -> None:
+        """Availability flips come in bursts (a switch dies): one info publish per second."""
+        if self._info_pending or self.loop is None:
+            return
+        self._info_pending = True
+        self.loop.call_later(1.0, self._publish_info_now)
+
+    def _publish_info_now(self) -> None:
+        self._info_pending = False
+        self.publish_info()
+
+    def publish_info(self) -> None:
+        self.link.publish_retained(self.topics.bridge_info, _json(self.info()))
+
+    def info(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "version": __version__,
+            "agent_id": s.agent.id,
+            "uptime_s": round(time.monotonic() - self.started),
+            "mqtt": {
+                "broker": f"{s.mqtt.host}:{s.mqtt.port}",
+                "tls": s.mqtt.tls,
+                "protocol": s.mqtt.protocol,
+                "base_topic": s.mqtt.base_topic,
+            },
+            "homeassistant": s.homeassistant.model_dump(),
+            "devices": [self.device_summary(w) for w in self.workers.values()],
+            "power": {"enabled": s.power.enabled, "members": s.power.members},
+        }
+
+    def device_summary(self, worker: DeviceWorker) -> dict[str, Any]:
+        status = {True: "online", False: "offline", None: "unknown"}[worker.available]
+        return {
+            "id": worker.id,
+            "kind": worker.config.kind,
+            "name": worker.config.display_name,
+            "status": status,
+        }
+
+    def health(self) -> dict[str, Any]:
+        online = sum(1 for w in self.workers.values() if w.available)
+        offline = sum(1 for w in self.workers.values() if w.available is False)
+        mqtt_ok = self.link.connected.is_set()
+        return {
+            "status": "ok" if mqtt_ok and offline == 0 else "degraded",
+            "uptime_s": round(time.monotonic() - self.started),
+            "mqtt_connected": mqtt_ok,
+            "mqtt_connects": self.link.connects,
+            "devices": len(self.workers),
+            "devices_online": online,
+            "devices_offline": offline,
+            "polls_ok": sum(w.stats.ok for w in self.workers.values()),
+            "polls_failed": sum(w.stats.failed for w in self.workers.values()),
+            "missed_cycles": sum(w.stats.missed_cycles for w in self.workers.values()),
+        }
+
+    # reload ----------------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file; add, remove and restart devices without dropping MQTT."""
+        self.notifier.reloading()
+        try:
+            loaded = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: config invalid", problem=problem)
+            self.notifier.ready("reload refused: config invalid")
+            raise
+        changes = await self._apply(loaded.settings)
+        for warning in loaded.warnings:
+            log.warning("config", warning=warning)
+        self.publish_info()
+        self.notifier.ready(f"{len(self.workers)} devices")
+        log.info("config reloaded", **changes)
+        return changes
+
+    async def _apply(self, new: Settings) -> dict[str, list[str]]:
+        if new.mqtt != self.settings.mqtt or new.agent.id != self.settings.agent.id:
+            log.warning("mqtt and agent.id changes take effect after a restart")
+            new = new.model_copy(update={"mqtt": self.settings.mqtt, "agent": self.settings.agent})
+        register_secrets(new.secret_values())
+        old = {d.id: d for d in self.settings.devices if d.enabled}
+        fresh = {d.id: d for d in new.devices if d.enabled}
+        removed = [i for i in old if i not in fresh]
+        changed = [i for i in fresh if i in old and fresh[i] != old[i]]
+        added = [i for i in fresh if i not in old]
+        self.settings = new
+        for device_id in removed + changed:
+            await self._remove_worker(device_id)
+        for device_id in changed + added:
+            self._add_worker(fresh[device_id])
+        await self.router.reconfigure()
+        return {"added": added, "removed": removed, "changed": changed}
+
+    # inbound ---------------------------------------------------------------------------
+
+    def _from_network_thread(self, message: Inbound) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.router.dispatch, message)
+
+    def _connected_from_network_thread(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._reannounce)
+
+    def _reannounce(self) -> None:
+        """After a (re)connect or a Home Assistant restart: discovery, then current states."""
+        self.announcer.reset()
+        self.router.announce_bridge()
+        workers = list(self.workers.values())
+        spread = min(2.0, 0.002 * len(workers))
+        for worker in workers:
+            assert self.loop is not None
+            self.loop.call_later(random.uniform(0, spread), self._reannounce_device, worker)
+
+    def _reannounce_device(self, worker: DeviceWorker) -> None:
+        if worker.id not in self.workers:
+            return
+        self.announcer.announce_device(
+            worker.id,
+            worker.config.display_name,
+            worker.kind.catalog,
+            worker.state,
+            _config_url(worker.config),
+        )
+
+    def republish_states(self) -> None:
+        for worker in self.workers.values():
+            if worker.state is not None:
+                self.device_state(worker, _json(worker.state))
+
+
+def _config_url(device: DeviceConfig) -> str | None:
+    url = getattr(device, "url", None)
+    return str(url) if url else None
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=str).encode()

@@ -1,0 +1,136 @@
+"""Home Assistant discovery for the fleet: announce, re-announce, and clean up.
+
+Keeps, per device, which config topics it has published, so entities that vanish (a worker
+leaves the pool, a backend is disabled) and devices removed from the config are cleared with
+an empty retained payload instead of lingering in Home Assistant.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent import __version__
+from agent.catalog.discovery import (
+    ORIGIN,
+    DiscoveryContext,
+    device_block,
+    entity_payload,
+    topic,
+)
+from agent.catalog.model import Catalog, EntityDescription
+from agent.logs import get_logger
+
+log = get_logger("discovery")
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    topics: frozenset[str]
+    signature: tuple[Any, ...]
+
+
+class Announcer:
+    def __init__(
+        self,
+        ctx: DiscoveryContext,
+        publish: Callable[[str, bytes], None],
+        clear: Callable[[str], None],
+        *,
+        enabled: bool,
+    ) -> None:
+        self.ctx = ctx
+        self._publish = publish
+        self._clear = clear
+        self.enabled = enabled
+        self._announced: dict[str, Announcement] = {}
+
+    def announce_device(
+        self,
+        device_id: str,
+        name: str,
+        catalog: Catalog,
+        state: Mapping[str, Any] | None,
+        url: str | None = None,
+        *,
+        force: bool = False,
+    ) -> int:
+        """Publish what changed for one device; returns how many config topics were sent."""
+        if not self.enabled:
+            return 0
+        entities = catalog.entities_for(state)
+        device = device_block(self.ctx, catalog, device_id, name, state, url)
+        signature = (tuple(e.key for e in entities), tuple(sorted(device.items(), key=str)))
+        previous = self._announced.get(device_id)
+        if previous and previous.signature == signature and not force:
+            return 0
+        payloads = self._payloads(catalog, device_id, entities, device)
+        for stale in (previous.topics if previous else frozenset()) - payloads.keys():
+            self._clear(stale)
+        for config_topic, payload in payloads.items():
+            self._publish(config_topic, payload)
+        self._announced[device_id] = Announcement(frozenset(payloads), signature)
+        return len(payloads)
+
+    def _payloads(
+        self,
+        catalog: Catalog,
+        device_id: str,
+        entities: Iterable[EntityDescription],
+        device: Mapping[str, Any],
+    ) -> dict[str, bytes]:
+        return {
+            topic(self.ctx, e.platform, device_id, e.key): _encode(
+                entity_payload(self.ctx, catalog, device_id, e, device)
+            )
+            for e in entities
+        }
+
+    def forget_device(self, device_id: str) -> None:
+        """Clear every config topic this agent published for the device."""
+        announced = self._announced.pop(device_id, None)
+        for config_topic in announced.topics if announced else ():
+            self._clear(config_topic)
+
+    def announce_bridge(self, entities: Iterable[EntityDescription], catalog: Catalog) -> None:
+        if not self.enabled:
+            return
+        node = f"bridge_{self.ctx.agent_id}"
+        device = {
+            "identifiers": [self.ctx.bridge_identifier],
+            "name": f"edge-agent {self.ctx.agent_id}",
+            "manufacturer": "edge-agent",
+            "model": "edge-agent bridge",
+            "sw_version": __version__,
+        }
+        payloads = {}
+        for entity in entities:
+            payload = entity_payload(self.ctx, catalog, node, entity, device)
+            payload["unique_id"] = f"edgeagent_bridge_{self.ctx.agent_id}_{entity.key}"
+            payload["availability"] = [{"topic": self.ctx.bridge_state}]
+            payload.pop("availability_mode", None)
+            payloads[topic(self.ctx, entity.platform, node, entity.key)] = _encode(payload)
+        previous = self._announced.get(node)
+        for stale in (previous.topics if previous else frozenset()) - payloads.keys():
+            self._clear(stale)
+        for config_topic, payload in payloads.items():
+            self._publish(config_topic, payload)
+        self._announced[node] = Announcement(frozenset(payloads), ())
+
+    def reset(self) -> None:
+        """Forget signatures so that the next announce sends everything (HA restarted)."""
+        self._announced = {
+            k: Announcement(v.topics, ("stale",)) for k, v in self._announced.items()
+        }
+
+    def devices(self) -> list[str]:
+        return list(self._announced)
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+__all__ = ["ORIGIN", "Announcer"]

@@ -1,0 +1,265 @@
+"""Inbound MQTT: device commands, polls on demand, bridge requests, Home Assistant birth.
+
+Every command gets exactly one result on `{base}/{device}/result` (and on the MQTT 5 response
+topic when the request named one): success, a validation error (nothing was sent), a device
+error, a timeout, or "not allowed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from agent.catalog.model import Catalog, EntityDescription
+from agent.catalog.validate import (
+    CommandRequest,
+    decode_payload,
+    parse_command_payload,
+    parse_set_payload,
+    redact_params,
+    resolve_command,
+    validate_params,
+)
+from agent.config.settings import ConfigError
+from agent.errors import AgentError, UnknownCommandError, ValidationError
+from agent.logs import get_logger, redact_text
+from agent.runtime.mqtt import Inbound
+
+if TYPE_CHECKING:
+    from agent.runtime.agent import Agent
+    from agent.runtime.worker import DeviceWorker
+
+log = get_logger("commands")
+
+BRIDGE_CATALOG = Catalog(
+    kind="bridge",
+    title="edge-agent",
+    manufacturer="edge-agent",
+    default_model="edge-agent bridge",
+    fields=(),
+    entities=(),
+    commands=(),
+)
+
+
+class CommandRouter:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.in_flight = 0
+
+    # routing ---------------------------------------------------------------------------
+
+    def dispatch(self, message: Inbound) -> None:
+        """On the event loop: decide what a message is and start handling it."""
+        agent = self.agent
+        if message.topic == agent.settings.homeassistant.status_topic:
+            self._ha_status(message.payload)
+            return
+        parts = agent.topics.parse(message.topic)
+        if parts is None:
+            return
+        if parts[0] == "bridge":
+            self._bridge(parts, message)
+            return
+        worker = agent.workers.get(parts[0])
+        if worker is None:
+            return  # another agent's device on the shared broker
+        if parts[1:] == ("get",):
+            worker.poll_soon()
+        elif parts[1:2] == ("set",) and len(parts) <= 3:
+            command = parts[2] if len(parts) == 3 else None
+            agent.spawn(self.run_command(worker, message, command))
+
+    def _bridge(self, parts: tuple[str, ...], message: Inbound) -> None:
+        if len(parts) < 3 or parts[1] != self.agent.settings.agent.id:
+            return
+        if parts[2] == "request" and len(parts) == 4:
+            self.agent.spawn(self.bridge_request(parts[3], message))
+
+    def _ha_status(self, payload: bytes) -> None:
+        if payload.strip().lower() != b"online":
+            return
+        log.info("home assistant came online: announcing again")
+        agent = self.agent
+        agent._reannounce()
+        if agent.loop is not None:
+            agent.loop.call_later(min(3.0, 0.5 + 0.002 * len(agent.workers)), agent.republish_states)
+
+    # device commands -------------------------------------------------------------------
+
+    async def run_command(self, worker: DeviceWorker, message: Inbound, topic_command: str | None):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        request = CommandRequest(topic_command, {})
+        self.in_flight += 1
+        try:
+            request = self._parse(worker, message.payload, topic_command)
+            data = await self._execute(worker, request)
+            result = _result(request, started, ok=True, data=data)
+        except AgentError as exc:
+            if isinstance(exc.data, dict) and "transaction" in exc.data:
+                request = CommandRequest(request.name, {}, exc.data["transaction"])
+                exc.data = None
+            result = _result(request, started, ok=False, error=exc.as_dict())
+        except Exception as exc:  # the agent must answer even when a driver misbehaves
+            log.exception("command crashed", device=worker.id, command=request.name)
+            message_text = f"internal error: {type(exc).__name__}"
+            result = _result(request, started, ok=False, error={"code": "internal", "message": message_text})
+        finally:
+            self.in_flight -= 1
+        self._log_result(worker, result)
+        self._send_result(worker.id, result, message)
+
+    def _parse(self, worker: DeviceWorker, payload: bytes, topic_command: str | None) -> CommandRequest:
+        catalog = worker.kind.catalog
+        if topic_command is None:
+            return parse_set_payload(payload)
+        spec = catalog.command(topic_command)
+        if spec is None:
+            decode_payload(payload)  # report an unreadable payload before an unknown name
+            raise UnknownCommandError(f"unknown command {topic_command!r} for {catalog.title}")
+        return parse_command_payload(spec, payload)
+
+    async def _execute(self, worker: DeviceWorker, request: CommandRequest) -> Any:
+        spec = resolve_command(worker.kind.catalog, request.name, worker.config.allow_commands)
+        params = validate_params(spec, request.params)
+        log.info("command", device=worker.id, command=spec.name, params=redact_params(spec, params))
+        data = await worker.execute(spec.name, params, self.agent.settings.agent.command_timeout)
+        worker.poll_soon()  # show the command's effect without waiting a whole interval
+        return data
+
+    def _log_result(self, worker: DeviceWorker, result: dict[str, Any]) -> None:
+        if result["ok"]:
+            log.info("command done", device=worker.id, command=result["command"],
+                     duration_ms=result["duration_ms"])
+        else:
+            log.warning("command failed", device=worker.id, command=result["command"],
+                        error=result["error"])
+
+    def _send_result(self, device_id: str, result: dict[str, Any], message: Inbound) -> None:
+        payload = redact_text(json.dumps(result, default=str)).encode()
+        link = self.agent.link
+        link.publish(self.agent.topics.result(device_id), payload)
+        if message.response_topic:
+            link.publish(message.response_topic, payload, correlation_data=message.correlation_data)
+
+    # bridge requests -------------------------------------------------------------------
+
+    async def bridge_request(self, action: str, message: Inbound) -> None:
+        transaction = None
+        try:
+            body = _request_body(message.payload)
+            transaction = body.get("transaction")
+            handler = getattr(self, f"_request_{action}", None)
+            if handler is None:
+                raise ValidationError(
+                    f"unknown request {action!r}; known: devices, health, poll, reload"
+                )
+            response = {"status": "ok", "data": await handler(body), "error": None}
+        except ConfigError as exc:
+            response = {"status": "error", "data": None, "error": "; ".join(exc.problems)}
+        except AgentError as exc:
+            response = {"status": "error", "data": None, "error": exc.message}
+        response["transaction"] = transaction
+        payload = redact_text(json.dumps(response, default=str)).encode()
+        self.agent.link.publish(self.agent.topics.response(action[:64]), payload)
+        if message.response_topic:
+            self.agent.link.publish(
+                message.response_topic, payload, correlation_data=message.correlation_data
+            )
+
+    async def _request_devices(self, body: dict[str, Any]) -> Any:
+        found = []
+        for worker in self.agent.workers.values():
+            entry = self.agent.device_summary(worker)
+            entry.update(
+                poll_interval_s=worker.config.poll_interval,
+                last_success=worker.stats.last_success,
+                last_error=worker.stats.last_error,
+                commands=[c.name for c in worker.kind.catalog.commands if not c.cli_only],
+                allow_commands=worker.config.allow_commands,
+            )
+            found.append(entry)
+        return found
+
+    async def _request_health(self, body: dict[str, Any]) -> Any:
+        return self.agent.health()
+
+    async def _request_poll(self, body: dict[str, Any]) -> Any:
+        wanted = body.get("device")
+        workers = self.agent.workers
+        if wanted is not None and wanted not in workers:
+            raise ValidationError(f"no device {wanted!r} on this agent")
+        chosen = [workers[wanted]] if wanted else list(workers.values())
+        states = await asyncio.gather(*(w.poll() for w in chosen))
+        return {w.id: ("ok" if s is not None else w.stats.last_error) for w, s in zip(chosen, states, strict=True)}
+
+    async def _request_reload(self, body: dict[str, Any]) -> Any:
+        return await self.agent.reload()
+
+    # hooks for site power control and the bridge device ---------------------------------
+
+    def bridge_entities(self) -> list[EntityDescription]:
+        info = self.agent.topics.bridge_info
+        return [
+            EntityDescription(
+                "connection", "binary_sensor", "Connection", device_class="connectivity",
+                entity_category="diagnostic",
+                extra={"state_topic": self.agent.topics.bridge_state, "payload_on": "online",
+                       "payload_off": "offline", "value_template": "{{ value }}"},
+            ),
+            EntityDescription(
+                "version", "sensor", "Version", value="version", entity_category="diagnostic",
+                icon="mdi:tag", extra={"state_topic": info},
+            ),
+            EntityDescription(
+                "devices_online", "sensor", "Devices online", icon="mdi:lan-connect",
+                state_class="measurement",
+                extra={"state_topic": info, "value_template":
+                       "{{ value_json.devices | selectattr('status', 'eq', 'online') | list | count }}"},
+            ),
+        ]
+
+    def announce_bridge(self) -> None:
+        self.agent.announcer.announce_bridge(self.bridge_entities(), BRIDGE_CATALOG)
+
+    def device_polled(self, worker: DeviceWorker) -> None:
+        """Site power control listens here for fresh member readings."""
+
+    async def reconfigure(self) -> None:
+        self.announce_bridge()
+
+    async def close(self) -> None:
+        """Nothing to release yet."""
+
+
+def _request_body(payload: bytes) -> dict[str, Any]:
+    text = decode_payload(payload).strip()
+    if not text:
+        return {}
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"request is not valid JSON: {exc.msg}") from None
+    if not isinstance(body, dict):
+        raise ValidationError("a request is a JSON object (or empty)")
+    return body
+
+
+def _result(
+    request: CommandRequest,
+    started: float,
+    *,
+    ok: bool,
+    data: Any = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "command": request.name,
+        "transaction": request.transaction,
+        "ok": ok,
+        "error": error,
+        "data": data,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }

@@ -1,0 +1,115 @@
+"""The CLI's direct paths to a device (`poll`, `send`, `discovery`): same catalogs, no MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agent.catalog.discovery import DiscoveryContext, entity_payload, topic
+from agent.catalog.discovery import device_block as make_device_block
+from agent.catalog.validate import (
+    CommandRequest,
+    parse_command_payload,
+    resolve_command,
+    validate_params,
+)
+from agent.config.base import DeviceConfig
+from agent.config.settings import ConfigError, Settings
+from agent.devices import KINDS
+from agent.devices.base import PollResult
+from agent.errors import AgentError, UnknownCommandError
+from agent.logs import redact_text
+
+
+def find_device(settings: Settings, device_id: str) -> DeviceConfig:
+    for device in settings.devices:
+        if device.id == device_id:
+            return device
+    known = ", ".join(d.id for d in settings.devices) or "none"
+    raise ConfigError([f"no device {device_id!r} in the config (configured: {known})"])
+
+
+async def poll_once(settings: Settings, device_id: str) -> PollResult:
+    device = find_device(settings, device_id)
+    driver = KINDS[device.kind].driver(device)
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+    try:
+        return await driver.poll()
+    except AgentError as exc:
+        raise SystemExit(f"{device_id}: {exc.code}: {redact_text(exc.message)}") from None
+    finally:
+        await driver.close()
+
+
+async def send_once(
+    settings: Settings, device_id: str, command: str, args: list[str]
+) -> dict[str, Any]:
+    device = find_device(settings, device_id)
+    kind = KINDS[device.kind]
+    started = time.monotonic()
+    request = CommandRequest(command, {})
+    driver = None
+    try:
+        spec = kind.catalog.command(command)
+        if spec is None:
+            raise UnknownCommandError(f"unknown command {command!r} for {kind.catalog.title}")
+        request = cli_request(spec.name, args, spec)
+        spec = resolve_command(kind.catalog, request.name, device.allow_commands, via_mqtt=False)
+        params = validate_params(spec, request.params)
+        driver = kind.driver(device)
+        data = await driver.execute(spec.name, params)
+        error = None
+    except AgentError as exc:
+        data, error = None, exc.as_dict()
+    finally:
+        if driver is not None:
+            await driver.close()
+    return {
+        "command": command,
+        "transaction": None,
+        "ok": error is None,
+        "error": error,
+        "data": data,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+
+
+def cli_request(command: str, args: list[str], spec: Any) -> CommandRequest:
+    """`KEY=VALUE …`, one JSON object, or one plain value, as on `set/{command}`."""
+    if not args:
+        return CommandRequest(command, {})
+    if all("=" in a for a in args) and not args[0].lstrip().startswith("{"):
+        params = {}
+        for arg in args:
+            key, _, value = arg.partition("=")
+            params[key] = _maybe_json(value)
+        return CommandRequest(command, params)
+    return parse_command_payload(spec, " ".join(args).encode())
+
+
+def _maybe_json(text: str) -> Any:
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    return text
+
+
+def discovery_payloads(settings: Settings) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The static discovery payloads (entities that depend on live state appear at run time)."""
+    ctx = DiscoveryContext(
+        settings.homeassistant.discovery_prefix, settings.mqtt.base_topic, settings.agent.id
+    )
+    for device in settings.devices:
+        catalog = KINDS[device.kind].catalog
+        block = make_device_block(ctx, catalog, device.id, device.display_name, None, None)
+        for entity in catalog.entities:
+            yield (
+                topic(ctx, entity.platform, device.id, entity.key),
+                entity_payload(ctx, catalog, device.id, entity, block),
+            )

@@ -1,0 +1,202 @@
+"""One device's life in the agent: its poll schedule, its availability and its commands.
+
+Each device runs as its own asyncio task, so a slow, hung or dead device delays nobody else.
+A per-device lock serialises polls and commands: a command waits at most for that device's
+own in-flight request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agent.config.base import DeviceConfig
+from agent.devices import DeviceKind
+from agent.devices.base import Driver, PollResult
+from agent.errors import AgentError, DeviceTimeoutError, ErrorCode
+from agent.logs import get_logger
+
+log = get_logger("device")
+
+
+class Publisher(Protocol):
+    def device_state(self, worker: DeviceWorker, payload: bytes) -> None: ...
+    def device_availability(self, worker: DeviceWorker, online: bool) -> None: ...
+    def device_raw(self, worker: DeviceWorker, raw: dict[str, Any]) -> None: ...
+    def device_events(self, worker: DeviceWorker, events: list[dict[str, Any]]) -> None: ...
+    def device_polled(self, worker: DeviceWorker) -> None: ...
+
+
+@dataclass(slots=True)
+class PollStats:
+    ok: int = 0
+    failed: int = 0
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_success: float | None = None  # wall clock
+    last_duration_ms: float | None = None
+    missed_cycles: int = 0
+    durations_ms: list[float] = field(default_factory=list)  # since last read, for the bench
+
+
+class DeviceWorker:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        kind: DeviceKind,
+        publisher: Publisher,
+        *,
+        offline_after: int,
+        state_refresh: float,
+        jitter: float,
+        driver_factory: Callable[[DeviceConfig], Driver[Any]] | None = None,
+    ) -> None:
+        self.config = config
+        self.kind = kind
+        self.publisher = publisher
+        self.offline_after = config.offline_after or offline_after
+        self.state_refresh = config.state_refresh or state_refresh
+        self.jitter = jitter
+        self.driver: Driver[Any] = (driver_factory or kind.driver)(config)
+        self.lock = asyncio.Lock()
+        self.stats = PollStats()
+        self.state: dict[str, Any] | None = None
+        self.available: bool | None = None
+        self._published: bytes | None = None
+        self._published_at = float("-inf")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"device:{self.id}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.driver.close(), 5)
+        except (TimeoutError, Exception) as exc:  # closing must not stop the shutdown
+            log.debug("driver close failed", device=self.id, error=str(exc))
+
+    def poll_soon(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        interval = self.config.poll_interval
+        # Spread the first polls of a large fleet over one interval instead of a thundering herd.
+        next_due = time.monotonic() + random.uniform(0, min(interval, 5.0) * self.jitter * 4)
+        while True:
+            await self._sleep_until(next_due)
+            started = time.monotonic()
+            await self.poll()
+            spread = interval * self.jitter
+            next_due = started + interval + random.uniform(-spread, spread)
+            if time.monotonic() > next_due:
+                self.stats.missed_cycles += 1
+                next_due = time.monotonic()
+
+    async def _sleep_until(self, due: float) -> None:
+        delay = due - time.monotonic()
+        if delay <= 0 and not self._wake.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0))
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def poll(self) -> dict[str, Any] | None:
+        """One poll now; returns the new state, or None when the device could not be read."""
+        started = time.monotonic()
+        async with self.lock:
+            try:
+                result = await asyncio.wait_for(self.driver.poll(), self._deadline())
+            except Exception as exc:  # every failure counts; the loop must go on
+                self._poll_failed(_as_agent_error(exc, self.config.timeout))
+                return None
+            finally:
+                self._record_duration(started)
+        self._poll_succeeded(result)
+        return result.state
+
+    def _deadline(self) -> float:
+        # Drivers enforce their own per-request timeouts; this bounds a whole poll of several.
+        return self.config.timeout * 4 + 1
+
+    def _record_duration(self, started: float) -> None:
+        elapsed = (time.monotonic() - started) * 1000
+        self.stats.last_duration_ms = elapsed
+        if len(self.stats.durations_ms) < 10_000:
+            self.stats.durations_ms.append(elapsed)
+
+    def _poll_failed(self, error: AgentError) -> None:
+        self.stats.failed += 1
+        self.stats.consecutive_failures += 1
+        first = self.stats.last_error != error.message
+        self.stats.last_error = error.message
+        (log.warning if first else log.debug)(
+            "poll failed",
+            device=self.id,
+            error=error.message,
+            code=error.code,
+            consecutive=self.stats.consecutive_failures,
+        )
+        if self.stats.consecutive_failures >= self.offline_after and self.available is not False:
+            self.available = False
+            log.warning("device offline", device=self.id, after=self.stats.consecutive_failures)
+            self.publisher.device_availability(self, False)
+
+    def _poll_succeeded(self, result: PollResult) -> None:
+        self.stats.ok += 1
+        self.stats.consecutive_failures = 0
+        self.stats.last_error = None
+        self.stats.last_success = time.time()
+        self.state = result.state
+        if self.available is not True:
+            if self.available is False:
+                log.info("device online", device=self.id)
+            self.available = True
+            self.publisher.device_availability(self, True)
+        self._publish_state(result.state)
+        if result.raw and self.config.publish_raw:
+            self.publisher.device_raw(self, result.raw)
+        if result.events:
+            self.publisher.device_events(self, result.events)
+        self.publisher.device_polled(self)
+
+    def _publish_state(self, state: dict[str, Any], *, force: bool = False) -> None:
+        payload = json.dumps(state, separators=(",", ":"), default=str).encode()
+        now = time.monotonic()
+        stale = now - self._published_at >= self.state_refresh
+        if force or stale or payload != self._published:
+            self._published = payload
+            self._published_at = now
+            self.publisher.device_state(self, payload)
+
+    async def execute(self, command: str, params: dict[str, Any], timeout: float) -> Any:
+        async with self.lock:
+            try:
+                return await asyncio.wait_for(self.driver.execute(command, params), timeout)
+            except TimeoutError:
+                raise DeviceTimeoutError(
+                    f"{command}: no answer from the device within {timeout:g}s"
+                ) from None
+
+
+def _as_agent_error(exc: BaseException, timeout: float) -> AgentError:
+    if isinstance(exc, AgentError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return DeviceTimeoutError(f"no answer within {timeout * 4 + 1:g}s")
+    log.exception("driver raised an unexpected error", error=repr(exc))
+    return AgentError(f"internal error while polling: {type(exc).__name__}", code=ErrorCode.INTERNAL)
