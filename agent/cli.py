@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import json
 import os
@@ -76,8 +77,7 @@ def _add_optional_kind_commands(sub: Any) -> None:
 
 
 def load(args: argparse.Namespace) -> LoadedConfig:
-    loaded = load_config(args.config)
-    return loaded
+    return load_config(args.config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -111,10 +111,8 @@ async def run_agent(loaded: LoadedConfig) -> None:
 
 
 async def _reload(agent: Any) -> None:
-    try:
+    with contextlib.suppress(ConfigError):  # already logged; the running config stays
         await agent.reload()
-    except ConfigError:
-        pass  # already logged, the running config stays
 
 
 def cmd_poll(args: argparse.Namespace) -> int:

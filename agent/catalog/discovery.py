@@ -51,7 +51,8 @@ def value_template(entity: EntityDescription) -> str | None:
         return f"{{{{ 'ON' if {ref} else 'OFF' }}}}"
     if entity.scale is not None:
         precision = 3 if entity.precision is None else entity.precision
-        return f"{{{{ ({ref} * {entity.scale!r}) | round({precision}) if {ref} is number else none }}}}"
+        scaled = f"({ref} * {entity.scale!r}) | round({precision})"
+        return f"{{{{ {scaled} if {ref} is number else none }}}}"
     return f"{{{{ {ref} }}}}"
 
 

@@ -42,13 +42,18 @@ def decode_payload(payload: bytes) -> str:
         raise ValidationError(f"payload is not UTF-8 text (byte {exc.start})") from None
 
 
-def parse_set_payload(payload: bytes) -> CommandRequest:
-    """`{device}/set`: a JSON object with `command`, its params and an optional transaction."""
-    text = decode_payload(payload)
+def _load_json(text: str) -> Any:
     try:
-        body = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"payload is not valid JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:  # "[[[[…" within the size limit still overflows the decoder
+        raise ValidationError("payload is nested too deeply") from None
+
+
+def parse_set_payload(payload: bytes) -> CommandRequest:
+    """`{device}/set`: a JSON object with `command`, its params and an optional transaction."""
+    body = _load_json(decode_payload(payload))
     if not isinstance(body, dict):
         raise ValidationError('payload must be a JSON object like {"command": "pause"}')
     transaction = body.get("transaction")
@@ -65,12 +70,7 @@ def parse_command_payload(spec: CommandSpec, payload: bytes) -> CommandRequest:
     """`{device}/set/{command}`: a plain value for the command's `plain` param, or JSON params."""
     text = decode_payload(payload).strip()
     if text.startswith("{"):
-        try:
-            body = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(
-                f"payload is not valid JSON: {exc.msg} at char {exc.pos}"
-            ) from None
+        body = _load_json(text)
         if isinstance(body, dict):
             params = {k: v for k, v in body.items() if k not in _RESERVED_KEYS}
             return CommandRequest(spec.name, params, body.get("transaction"))
@@ -91,9 +91,7 @@ def resolve_command(
     if spec.cli_only and via_mqtt:
         raise NotAllowedError(f"{spec.name} moves files and runs only from the CLI")
     if spec.disruptive and spec.name not in allowed:
-        raise NotAllowedError(
-            f"{spec.name} is disruptive and not in this device's allow_commands"
-        )
+        raise NotAllowedError(f"{spec.name} is disruptive and not in this device's allow_commands")
     return spec
 
 
@@ -122,11 +120,19 @@ def coerce_param(command: str, param: Param, value: Any) -> Any:
     return converted
 
 
+def _shown(param: Param, value: Any) -> str:
+    """A rejected value as an error message may quote it: never a secret's, never all of 60 KB."""
+    if param.secret:
+        return "the value given"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _convert(where: str, param: Param, value: Any) -> Any:
     if param.type == "json":
         return value
     if param.type == "bool":
-        return _to_bool(where, value)
+        return _to_bool(where, param, value)
     if param.type in ("int", "float"):
         return _to_number(where, param, value)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -134,7 +140,7 @@ def _convert(where: str, param: Param, value: Any) -> Any:
     return str(value)
 
 
-def _to_bool(where: str, value: Any) -> bool:
+def _to_bool(where: str, param: Param, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     word = str(value).strip().lower()
@@ -142,7 +148,7 @@ def _to_bool(where: str, value: Any) -> bool:
         return True
     if word in _FALSE_WORDS:
         return False
-    raise ValidationError(f"{where} must be ON/OFF or true/false, got {value!r}")
+    raise ValidationError(f"{where} must be ON/OFF or true/false, got {_shown(param, value)}")
 
 
 def _to_number(where: str, param: Param, value: Any) -> int | float:
@@ -152,30 +158,35 @@ def _to_number(where: str, param: Param, value: Any) -> int | float:
         try:
             value = float(value.strip())
         except ValueError:
-            raise ValidationError(f"{where} must be a number, got {value!r}") from None
+            raise ValidationError(f"{where} must be a number, got {_shown(param, value)}") from None
     if not isinstance(value, int | float):
         raise ValidationError(f"{where} must be a number, got {type(value).__name__}")
-    if math.isnan(value) or math.isinf(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ValidationError(f"{where} must be a finite number")
     if param.type == "int":
-        if float(value) != int(value):
-            raise ValidationError(f"{where} must be a whole number, got {value}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValidationError(f"{where} must be a whole number, got {_shown(param, value)}")
         return int(value)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise ValidationError(f"{where} is too large") from None
 
 
 def _check_bounds(where: str, param: Param, value: Any) -> None:
     if param.minimum is not None and value < param.minimum:
-        raise ValidationError(f"{where} must be at least {_num(param.minimum)}, got {value}")
+        limit = _num(param.minimum)
+        raise ValidationError(f"{where} must be at least {limit}, got {_shown(param, value)}")
     if param.maximum is not None and value > param.maximum:
-        raise ValidationError(f"{where} must be at most {_num(param.maximum)}, got {value}")
+        limit = _num(param.maximum)
+        raise ValidationError(f"{where} must be at most {limit}, got {_shown(param, value)}")
     if param.choices is not None and value not in param.choices:
-        raise ValidationError(f"{where} must be one of {', '.join(param.choices)}, got {value!r}")
+        choices = ", ".join(param.choices)
+        raise ValidationError(f"{where} must be one of {choices}, got {_shown(param, value)}")
     if param.max_length is not None and len(value) > param.max_length:
         raise ValidationError(f"{where} must be at most {param.max_length} characters")
     if param.pattern is not None and not re.fullmatch(param.pattern, value):
-        shown = "value" if param.secret else repr(value)
-        raise ValidationError(f"{where}: {shown} does not match {param.pattern}")
+        raise ValidationError(f"{where}: {_shown(param, value)} does not match {param.pattern}")
 
 
 def _num(value: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -31,6 +34,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError(f"{value!r} is not a duration; use '500ms', '10s', '5m', '1h' or seconds")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -71,6 +76,15 @@ class SecretFields(Section):
 
     def credential_prefix(self) -> str:
         return ""
+
+    @field_validator("*")
+    @classmethod
+    def _readable_secret_file(cls, value: Any, info: ValidationInfo) -> Any:
+        """Check `X_file` here, so that an unreadable one is reported under its own name."""
+        name = info.field_name or ""
+        if value and name.endswith("_file") and name.removesuffix("_file") in cls.secret_fields:
+            read_secret_file(value)
+        return value
 
     @model_validator(mode="after")
     def _resolve_secrets(self) -> SecretFields:
@@ -116,15 +130,27 @@ class DeviceConfig(SecretFields):
     def display_name(self) -> str:
         return self.name or self.id
 
-    @model_validator(mode="after")
-    def _check_identity(self) -> DeviceConfig:
-        if self.id == "bridge":
+    # Field validators rather than one model validator, so that errors carry the field's path.
+    @field_validator("id")
+    @classmethod
+    def _not_bridge(cls, value: str) -> str:
+        if value == "bridge":
             raise ValueError("'bridge' is reserved for the agent's own topics")
-        if self.poll_interval < 0.1:
-            raise ValueError("poll_interval must be at least 100ms")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-        return self
+        return value
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _poll_floor(cls, value: float) -> float:
+        if value < 0.1:
+            raise ValueError("must be at least 100ms")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
 
     def summary(self) -> dict[str, Any]:
         """The device's config for bridge info: no secrets, no secret file paths."""

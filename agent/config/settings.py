@@ -18,7 +18,12 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from agent.config.base import SLUG, DeviceConfig, Duration, SecretFields, Section, Slug
 from agent.devices import KINDS
@@ -74,6 +79,12 @@ class MqttSection(SecretFields):
             raise ValueError("must start with mqtt:// or mqtts://")
         if not parts.hostname:
             raise ValueError("has no host")
+        try:
+            port = parts.port  # urlsplit checks the port only when asked for it
+        except ValueError:
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError("has an invalid port (a number from 1 to 65535)")
         if parts.username or parts.password:
             raise ValueError("put credentials in username/password, not in the URL")
         return url
@@ -177,20 +188,33 @@ def _device_model(index: int, entry: Any) -> Any:
     """Validate each device against its kind's model, so errors name that kind's fields."""
     if isinstance(entry, DeviceConfig) or not isinstance(entry, Mapping):
         return entry
+    problem = _kind_problem(entry)
+    if problem:
+        raise ValueError(f"kind: {problem}")
+    return KINDS[entry["kind"]].config.model_validate(entry)
+
+
+def _kind_problem(entry: Mapping[str, Any]) -> str | None:
     kind = entry.get("kind")
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
-    return KINDS[kind].config.model_validate(entry)
+    if isinstance(kind, str) and kind in KINDS:
+        return None
+    known = ", ".join(sorted(KINDS))
+    return f"missing; use one of {known}" if kind is None else f"{kind!r} is not one of {known}"
 
 
 def _check_allow_commands(device: DeviceConfig) -> None:
+    problems = _allow_command_problems(device)
+    if problems:
+        raise ValueError(f"device {device.id!r}: {problems[0]}")
+
+
+def _allow_command_problems(device: DeviceConfig) -> list[str]:
     catalog = KINDS[device.kind].catalog
-    for name in device.allow_commands:
-        if catalog.command(name) is None:
-            raise ValueError(
-                f"device {device.id!r}: allow_commands names {name!r}, which {catalog.title} "
-                "does not have"
-            )
+    return [
+        f"allow_commands: {name!r} is not a command {catalog.title} has"
+        for name in device.allow_commands
+        if catalog.command(name) is None
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,38 +233,97 @@ class ConfigError(Exception):
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, override and validate; raise ConfigError listing every problem found.
+
+    `environ` feeds the per-device overrides; section overrides (`EDGE_AGENT_MQTT__URL`) are
+    read by pydantic-settings from the process environment.
+    """
     environ = os.environ if environ is None else environ
     where = str(path) if path else "<defaults>"
     data = _read_toml(path) if path else {}
-    _apply_device_env(data, environ, where)
+    holds_secrets = _file_holds_secrets(data)
+    problems = _apply_device_env(data, environ, where)
     raw_devices = data.pop("devices", [])
-    devices, problems = _validate_devices(raw_devices, where)
+    devices, broken, device_problems = _validate_devices(raw_devices, where)
+    problems.extend(device_problems)
+    _forget_broken_members(data, broken)
     settings: Settings | None = None
     try:
         # With broken devices, still validate the rest so that every problem is listed at once.
-        settings = Settings(**data, devices=[] if problems else devices)
+        settings = Settings(**data, devices=devices)
     except ValidationError as exc:
         problems.extend(f"{where}: {_describe(err)}" for err in exc.errors())
+    except SettingsError as exc:  # an EDGE_AGENT_… variable that is not valid JSON
+        problems.append(f"environment: {exc}")
     if problems or settings is None:
         raise ConfigError(problems)
-    return LoadedConfig(settings, path, _warnings(path, settings))
+    return LoadedConfig(settings, path, _warnings(path, settings, holds_secrets))
 
 
-def _validate_devices(raw: Any, where: str) -> tuple[list[DeviceConfig], list[str]]:
+def _validate_devices(raw: Any, where: str) -> tuple[list[DeviceConfig], set[str], list[str]]:
+    """The devices that are valid, the ids of those that are not, and every problem."""
     if not isinstance(raw, list):
-        return [], [f"{where}: devices: must be a list of [[devices]] tables"]
-    devices, problems = [], []
+        return [], set(), [f"{where}: devices: must be a list of [[devices]] tables"]
+    devices: list[DeviceConfig] = []
+    broken: set[str] = set()
+    problems: list[str] = []
+    first_index: dict[str, int] = {}
     for index, entry in enumerate(raw):
         label = f"devices[{index}]"
-        if isinstance(entry, dict) and entry.get("id"):
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: {label}: must be a [[devices]] table")
+            continue
+        if entry.get("id"):
             label += f" ({entry['id']})"
-        try:
-            devices.append(_device_model(index, entry))
-        except ValidationError as exc:
-            problems.extend(f"{where}: {label}.{_describe(err)}" for err in exc.errors())
-        except ValueError as exc:
-            problems.append(f"{where}: {label}: {exc}")
-    return devices, problems
+        device, found = _checked_device(entry, label, first_index)
+        if device is None:
+            problems.extend(f"{where}: {problem}" for problem in found)
+            broken.add(str(entry.get("id")))
+        else:
+            first_index[device.id] = index
+            devices.append(device)
+    return devices, broken, problems
+
+
+def _checked_device(
+    entry: dict[str, Any], label: str, first_index: dict[str, int]
+) -> tuple[DeviceConfig | None, list[str]]:
+    kind_problem = _kind_problem(entry)
+    if kind_problem:
+        return None, [f"{label}.kind: {kind_problem}"]
+    try:
+        device = KINDS[entry["kind"]].config.model_validate(entry)
+    except ValidationError as exc:
+        return None, [_at(label, err) for err in exc.errors()]
+    problems = [f"{label}.{problem}" for problem in _allow_command_problems(device)]
+    if device.id in first_index:
+        problems.append(f"{label}.id: already used by devices[{first_index[device.id]}]")
+    return (None if problems else device), problems
+
+
+def _at(label: str, error: Any) -> str:
+    """`devices[0] (rig1).poll_interval: …`, or `devices[0] (rig1): …` for a whole-entry error."""
+    return f"{label}{'.' if error.get('loc') else ': '}{_describe(error)}"
+
+
+def _forget_broken_members(data: dict[str, Any], broken: set[str]) -> None:
+    """A broken device is reported once, not again as an unknown power member."""
+    power = data.get("power")
+    if broken and isinstance(power, dict) and isinstance(power.get("members"), list):
+        power["members"] = [m for m in power["members"] if m not in broken]
+
+
+def _file_holds_secrets(data: Mapping[str, Any]) -> bool:
+    """Whether the file itself spells out a secret (not a *_file path, not the environment)."""
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict) and any(mqtt.get(n) for n in MqttSection.secret_fields):
+        return True
+    devices = data.get("devices")
+    for entry in devices if isinstance(devices, list) else ():
+        kind = KINDS.get(str(entry.get("kind"))) if isinstance(entry, dict) else None
+        if kind is not None and any(entry.get(n) for n in kind.config.secret_fields):
+            return True
+    return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -255,18 +338,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
 
 
-def _apply_device_env(data: dict[str, Any], environ: Mapping[str, str], where: str) -> None:
+def _apply_device_env(data: dict[str, Any], environ: Mapping[str, str], where: str) -> list[str]:
     """`EDGE_AGENT_DEVICE__<ID>__<FIELD>=value` overrides one field of the device with that id."""
-    devices = data.get("devices") if isinstance(data.get("devices"), list) else []
-    by_id = {str(d.get("id", "")).lower(): d for d in devices if isinstance(d, dict)}
+    devices = data.get("devices")
+    entries = [d for d in devices if isinstance(d, dict)] if isinstance(devices, list) else []
+    by_id = {str(d.get("id", "")).lower(): d for d in entries}
+    problems = []
     for name, value in environ.items():
         if not name.startswith(DEVICE_ENV_PREFIX):
             continue
         device_id, _, field = name[len(DEVICE_ENV_PREFIX) :].lower().partition("__")
         target = by_id.get(device_id) or by_id.get(device_id.replace("_", "-"))
         if target is None or not field:
-            raise ConfigError([f"{where}: {name} names no configured device field"])
-        target[field] = value
+            problems.append(f"{where}: {name} names no configured device field")
+        else:
+            target[field] = value
+    return problems
 
 
 def _describe(error: Any) -> str:
@@ -279,9 +366,9 @@ def _describe(error: Any) -> str:
     return f"{path}: {message}" if path else message
 
 
-def _warnings(path: Path | None, settings: Settings) -> list[str]:
+def _warnings(path: Path | None, settings: Settings, holds_secrets: bool) -> list[str]:
     found = []
-    if path and settings.secret_values() and _readable_by_others(path):
+    if path and holds_secrets and _readable_by_others(path):
         found.append(
             f"{path} holds secrets and is readable by other users: chmod 600 it (or 640 "
             "with the service's group), or move the secrets to *_file paths or credentials"

@@ -21,9 +21,9 @@ class DeviceKind:
 
 
 def _load() -> dict[str, DeviceKind]:
-    from agent.devices import xmrig
+    from agent.devices import pool, srs, whatsminer, xmrig
 
-    kinds = [xmrig.KIND]
+    kinds = [xmrig.KIND, pool.KIND, srs.KIND, whatsminer.KIND]
     return {kind.name: kind for kind in kinds}
 
 

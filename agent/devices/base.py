@@ -39,7 +39,7 @@ class Driver(ABC, Generic[ConfigT]):
     @abstractmethod
     async def execute(self, command: str, params: dict[str, Any]) -> Any: ...
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release sockets and sessions."""
 
 
@@ -50,7 +50,8 @@ class BlockingDriver(Driver[ConfigT]):
     """
 
     async def poll(self) -> PollResult:
-        return await _in_thread(self.poll_blocking)
+        result: PollResult = await _in_thread(self.poll_blocking)
+        return result
 
     async def execute(self, command: str, params: dict[str, Any]) -> Any:
         return await _in_thread(lambda: self.execute_blocking(command, params))
@@ -64,7 +65,7 @@ class BlockingDriver(Driver[ConfigT]):
     @abstractmethod
     def execute_blocking(self, command: str, params: dict[str, Any]) -> Any: ...
 
-    def close_blocking(self) -> None:  # noqa: B027 - optional hook
+    def close_blocking(self) -> None:
         """Release the HTTP session."""
 
 

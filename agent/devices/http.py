@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -25,8 +26,15 @@ def send(
     session: requests.Session, method: str, url: str, *, timeout: float, **kwargs: Any
 ) -> requests.Response:
     """One request; connection-level failures become agent errors with a readable message."""
+    # `verify` per request: requests lets REQUESTS_CA_BUNDLE override the session's setting.
+    kwargs.setdefault("verify", session.verify)
     try:
         return session.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
+    except (
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    ) as exc:
+        raise ProtocolError(f"{_where(url)} sent a broken reply: {_reason(exc)}") from None
     except requests.exceptions.SSLError as exc:
         raise UnreachableError(f"TLS failed for {_where(url)}: {_reason(exc)}") from None
     except requests.exceptions.Timeout:
@@ -50,7 +58,7 @@ def json_body(response: requests.Response) -> Any:
 
 def _where(url: str) -> str:
     """scheme://host:port/path without userinfo or query (a query may carry a key)."""
-    parsed = requests.utils.urlparse(url)
+    parsed = urlsplit(url)
     host = parsed.hostname or ""
     port = f":{parsed.port}" if parsed.port else ""
     return f"{parsed.scheme}://{host}{port}{parsed.path}"

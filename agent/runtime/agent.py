@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +42,7 @@ class Agent:
         self.workers: dict[str, DeviceWorker] = {}
         self.started = time.monotonic()
         self.stopping = asyncio.Event()
+        self.running = threading.Event()  # set once workers exist: for embedding and tests
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._info_pending = False
@@ -74,6 +76,7 @@ class Agent:
         self.router.announce_bridge()
         self.link.start()
         self.notifier.ready(f"{len(self.workers)} devices")
+        self.running.set()
         log.info("agent started", agent=self.settings.agent.id, devices=len(self.workers))
         watchdog = self.spawn(self._watchdog())
         await self.stopping.wait()

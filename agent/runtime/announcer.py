@@ -105,13 +105,13 @@ class Announcer:
             "model": "edge-agent bridge",
             "sw_version": __version__,
         }
-        payloads = {}
+        payloads: dict[str, bytes] = {}
         for entity in entities:
-            payload = entity_payload(self.ctx, catalog, node, entity, device)
-            payload["unique_id"] = f"edgeagent_bridge_{self.ctx.agent_id}_{entity.key}"
-            payload["availability"] = [{"topic": self.ctx.bridge_state}]
-            payload.pop("availability_mode", None)
-            payloads[topic(self.ctx, entity.platform, node, entity.key)] = _encode(payload)
+            config = entity_payload(self.ctx, catalog, node, entity, device)
+            config["unique_id"] = f"edgeagent_bridge_{self.ctx.agent_id}_{entity.key}"
+            config["availability"] = [{"topic": self.ctx.bridge_state}]
+            config.pop("availability_mode", None)
+            payloads[topic(self.ctx, entity.platform, node, entity.key)] = _encode(config)
         previous = self._announced.get(node)
         for stale in (previous.topics if previous else frozenset()) - payloads.keys():
             self._clear(stale)

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from agent.runtime.worker import DeviceWorker
 
 log = get_logger("commands")
+ONLINE_COUNT_TEMPLATE = (
+    "{{ value_json.devices | selectattr('status', 'eq', 'online') | list | count }}"
+)
 
 BRIDGE_CATALOG = Catalog(
     kind="bridge",
@@ -85,7 +88,9 @@ class CommandRouter:
         agent = self.agent
         agent._reannounce()
         if agent.loop is not None:
-            agent.loop.call_later(min(3.0, 0.5 + 0.002 * len(agent.workers)), agent.republish_states)
+            agent.loop.call_later(
+                min(3.0, 0.5 + 0.002 * len(agent.workers)), agent.republish_states
+            )
 
     # device commands -------------------------------------------------------------------
 
@@ -105,13 +110,17 @@ class CommandRouter:
         except Exception as exc:  # the agent must answer even when a driver misbehaves
             log.exception("command crashed", device=worker.id, command=request.name)
             message_text = f"internal error: {type(exc).__name__}"
-            result = _result(request, started, ok=False, error={"code": "internal", "message": message_text})
+            result = _result(
+                request, started, ok=False, error={"code": "internal", "message": message_text}
+            )
         finally:
             self.in_flight -= 1
         self._log_result(worker, result)
         self._send_result(worker.id, result, message)
 
-    def _parse(self, worker: DeviceWorker, payload: bytes, topic_command: str | None) -> CommandRequest:
+    def _parse(
+        self, worker: DeviceWorker, payload: bytes, topic_command: str | None
+    ) -> CommandRequest:
         catalog = worker.kind.catalog
         if topic_command is None:
             return parse_set_payload(payload)
@@ -131,11 +140,16 @@ class CommandRouter:
 
     def _log_result(self, worker: DeviceWorker, result: dict[str, Any]) -> None:
         if result["ok"]:
-            log.info("command done", device=worker.id, command=result["command"],
-                     duration_ms=result["duration_ms"])
+            log.info(
+                "command done",
+                device=worker.id,
+                command=result["command"],
+                duration_ms=result["duration_ms"],
+            )
         else:
-            log.warning("command failed", device=worker.id, command=result["command"],
-                        error=result["error"])
+            log.warning(
+                "command failed", device=worker.id, command=result["command"], error=result["error"]
+            )
 
     def _send_result(self, device_id: str, result: dict[str, Any], message: Inbound) -> None:
         payload = redact_text(json.dumps(result, default=str)).encode()
@@ -193,7 +207,10 @@ class CommandRouter:
             raise ValidationError(f"no device {wanted!r} on this agent")
         chosen = [workers[wanted]] if wanted else list(workers.values())
         states = await asyncio.gather(*(w.poll() for w in chosen))
-        return {w.id: ("ok" if s is not None else w.stats.last_error) for w, s in zip(chosen, states, strict=True)}
+        return {
+            w.id: ("ok" if s is not None else w.stats.last_error)
+            for w, s in zip(chosen, states, strict=True)
+        }
 
     async def _request_reload(self, body: dict[str, Any]) -> Any:
         return await self.agent.reload()
@@ -204,20 +221,37 @@ class CommandRouter:
         info = self.agent.topics.bridge_info
         return [
             EntityDescription(
-                "connection", "binary_sensor", "Connection", device_class="connectivity",
+                "connection",
+                "binary_sensor",
+                "Connection",
+                device_class="connectivity",
                 entity_category="diagnostic",
-                extra={"state_topic": self.agent.topics.bridge_state, "payload_on": "online",
-                       "payload_off": "offline", "value_template": "{{ value }}"},
+                extra={
+                    "state_topic": self.agent.topics.bridge_state,
+                    "payload_on": "online",
+                    "payload_off": "offline",
+                    "value_template": "{{ value }}",
+                },
             ),
             EntityDescription(
-                "version", "sensor", "Version", value="version", entity_category="diagnostic",
-                icon="mdi:tag", extra={"state_topic": info},
+                "version",
+                "sensor",
+                "Version",
+                value="version",
+                entity_category="diagnostic",
+                icon="mdi:tag",
+                extra={"state_topic": info},
             ),
             EntityDescription(
-                "devices_online", "sensor", "Devices online", icon="mdi:lan-connect",
+                "devices_online",
+                "sensor",
+                "Devices online",
+                icon="mdi:lan-connect",
                 state_class="measurement",
-                extra={"state_topic": info, "value_template":
-                       "{{ value_json.devices | selectattr('status', 'eq', 'online') | list | count }}"},
+                extra={
+                    "state_topic": info,
+                    "value_template": ONLINE_COUNT_TEMPLATE,
+                },
             ),
         ]
 

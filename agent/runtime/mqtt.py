@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -66,7 +67,7 @@ class MqttLink:
     def _make_client(self, client_id: str) -> mqtt.Client:
         protocol = mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
             clean_session=None if self.v5 else True,
@@ -154,7 +155,7 @@ class MqttLink:
     ) -> None:
         properties = None
         if correlation_data is not None and self.v5:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation_data
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
@@ -185,8 +186,11 @@ class MqttLink:
         if was_connected and not self._stopping:
             log.warning("mqtt disconnected; reconnecting", reason=str(reason))
 
-    def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _handle_message(
+        self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
+    ) -> None:
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
-        self._on_message(Inbound(message.topic, message.payload, response_topic, correlation))
+        payload = bytes(message.payload)
+        self._on_message(Inbound(message.topic, payload, response_topic, correlation))

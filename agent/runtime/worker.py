@@ -8,6 +8,7 @@ own in-flight request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -109,10 +110,8 @@ class DeviceWorker:
         delay = due - time.monotonic()
         if delay <= 0 and not self._wake.is_set():
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0))
-        except TimeoutError:
-            pass
         self._wake.clear()
 
     async def poll(self) -> dict[str, Any] | None:
@@ -199,4 +198,6 @@ def _as_agent_error(exc: BaseException, timeout: float) -> AgentError:
     if isinstance(exc, TimeoutError):
         return DeviceTimeoutError(f"no answer within {timeout * 4 + 1:g}s")
     log.exception("driver raised an unexpected error", error=repr(exc))
-    return AgentError(f"internal error while polling: {type(exc).__name__}", code=ErrorCode.INTERNAL)
+    return AgentError(
+        f"internal error while polling: {type(exc).__name__}", code=ErrorCode.INTERNAL
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 from typing import Any
@@ -60,8 +61,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         finally:
             await fleet.close()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
     return 0

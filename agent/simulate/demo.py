@@ -87,7 +87,8 @@ async def run_demo(args: argparse.Namespace) -> None:
 
 
 async def start_fleets(args: argparse.Namespace) -> tuple[list[SimFleet], list[dict[str, Any]]]:
-    fleets, devices = [], []
+    fleets: list[SimFleet] = []
+    devices: list[dict[str, Any]] = []
     for kind in DEFAULT_COUNTS:
         count = getattr(args, kind)
         if kind not in KINDS or count <= 0:

@@ -1,7 +1,7 @@
 """What a `pool` device publishes and shows in Home Assistant.
 
 Hash rates are stored in H/s like every other kind (`hashrate_hs`): the API's pool figures are
-GH/s (× 1e9), its user, worker and top-50 figures MH/s (× 1e6). Home Assistant shows them back
+GH/s (x 1e9), its user, worker and top-50 figures MH/s (x 1e6). Home Assistant shows them back
 in the API's units through `scale`. Times from the API stay seconds since the epoch.
 
 The API is read-only, so the kind has no commands: `{device}/get` already re-reads it.
@@ -39,7 +39,7 @@ _BLOCK_FIELDS = (
 
 FIELDS: tuple[StateField, ...] = (
     StateField("pool.url", "str", "the pool's base URL (never the API key)"),
-    StateField("pool.hashrate_hs", "float", "pool hash rate (API: GH/s × 1e9)", "H/s"),
+    StateField("pool.hashrate_hs", "float", "pool hash rate (API: GH/s x 1e9)", "H/s"),
     StateField("pool.active_workers", "int", "active workers in the pool"),
     StateField("pool.active_users", "int", "active users in the pool"),
     StateField("round.shift.accepted", "int", "accepted proofs of work in the current shift"),
@@ -59,10 +59,10 @@ FIELDS: tuple[StateField, ...] = (
     StateField("shifts[].score", "float", "total score of the shift"),
     StateField("shifts[].completed", "int", "when it completed, seconds since the epoch", "s"),
     StateField("shifts[].duration_s", "int", "length of the shift", "s"),
-    StateField("top50{}", "float", "the 50 fastest users: name → hash rate (MH/s × 1e6)", "H/s"),
+    StateField("top50{}", "float", "the 50 fastest users: name → hash rate (MH/s x 1e6)", "H/s"),
     StateField("user", "object|null", "the API key's user; null without api_key"),
     StateField("user.name", "str", "user name"),
-    StateField("user.hashrate_hs", "float", "the user's hash rate (API: MH/s × 1e6)", "H/s"),
+    StateField("user.hashrate_hs", "float", "the user's hash rate (API: MH/s x 1e6)", "H/s"),
     StateField("user.active_workers", "int", "the user's active workers"),
     StateField("user.now", "int", "pool server time, seconds since the epoch", "s"),
     StateField("user.round_start{}", "int", "round start per commodity, epoch seconds", "s"),
@@ -72,7 +72,7 @@ FIELDS: tuple[StateField, ...] = (
     StateField("user.shift.user_score", "float", "the user's score this shift"),
     StateField("user.shift.total_score", "float", "the pool's total score this shift"),
     StateField("user.balances{}", "float", "balance per commodity, in that coin"),
-    StateField("user.workers{}.hashrate_hs", "float", "worker hash rate (MH/s × 1e6)", "H/s"),
+    StateField("user.workers{}.hashrate_hs", "float", "worker hash rate (MH/s x 1e6)", "H/s"),
     StateField("user.workers{}.alive", "bool", "proof of work received in the last 5 minutes"),
     StateField("user.workers{}.last_work", "int", "last proof of work, epoch seconds", "s"),
     StateField("user.workers{}.work{}.total_accepted", "int", "accepted, all time, per coin"),
@@ -158,7 +158,7 @@ ENTITIES: tuple[EntityDescription, ...] = (
         name="Latest block status",
         value="latest_block.status",
         device_class="enum",
-        options=BLOCK_STATUSES,
+        extra={"options": list(BLOCK_STATUSES)},  # discovery adds `options` only to selects
         icon="mdi:cube-scan",
     ),
     EntityDescription(

@@ -44,6 +44,7 @@ Clock = Callable[[], float]
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_RETRY_AFTER_S = 86_400.0  # a pool asking for more than a day is misconfigured
 PAGE_MAX = 50  # the API's limit for `max`
+CACHE_ENTRIES = 32
 
 log = structlog.get_logger("agent.devices.pool")
 
@@ -66,6 +67,7 @@ class _PoolGate:
         self.not_before = 0.0
         self.failures = 0
         self.status = 0
+        self.reason = ""  # one message for the whole backoff, so the log does not churn
 
 
 _gates: weakref.WeakValueDictionary[str, _PoolGate] = weakref.WeakValueDictionary()
@@ -171,7 +173,9 @@ class PoolClient:
 
     # -- transport ----------------------------------------------------------------------
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None, *, user_data: bool = False) -> Any:
+    def get(
+        self, path: str, params: Mapping[str, Any] | None = None, *, user_data: bool = False
+    ) -> Any:
         """GET `path` politely and return the parsed JSON (the cached object on 304)."""
         try:
             return self._get(path, params or {}, user_data)
@@ -227,12 +231,7 @@ class PoolClient:
     def _check_backoff(self) -> None:
         wait = self._gate.not_before - self._clock()
         if wait > 0:
-            raise BackoffError(
-                f"backing off after HTTP {self._gate.status} from {self.origin}; "
-                f"next request in {wait:.0f}s",
-                status=self._gate.status,
-                retry_in=wait,
-            )
+            raise BackoffError(self._gate.reason, status=self._gate.status, retry_in=wait)
 
     def _answer(
         self,
@@ -256,10 +255,11 @@ class PoolClient:
         body = _parse_json(content, path)
         etag = response.headers.get("ETag")
         last_modified = response.headers.get("Last-Modified")
+        self._cache.pop(cache_key, None)
         if etag or last_modified:
             self._cache[cache_key] = _Cached(etag, last_modified, body)
-        else:
-            self._cache.pop(cache_key, None)
+            if len(self._cache) > CACHE_ENTRIES:  # window sizes vary: drop the oldest
+                del self._cache[next(iter(self._cache))]
         return body
 
     def _back_off(self, response: requests.Response, path: str) -> None:
@@ -270,16 +270,18 @@ class PoolClient:
         if delay is None:
             delay = min(self._backoff_max, self._backoff_initial * 2**self._gate.failures)
         delay = min(delay, MAX_RETRY_AFTER_S)
-        self._gate.failures += 1
-        self._gate.not_before = self._clock() + delay
-        self._gate.status = status
-        log.warning("pool_backoff", pool=self.origin, path=path, status=status, retry_in_s=delay)
-        reason = "rate limited" if status == 429 else "server error"
-        raise BackoffError(
-            f"{self.origin}{path} answered HTTP {status} ({reason}); next request in {delay:.0f}s",
-            status=status,
-            retry_in=delay,
+        gate = self._gate
+        gate.failures += 1
+        gate.not_before = self._clock() + delay
+        gate.status = status
+        until = time.strftime("%H:%M:%S", time.localtime(self._wall_clock() + delay))
+        why = "rate limited" if status == 429 else "server error"
+        gate.reason = (
+            f"{self.origin}{path} answered HTTP {status} ({why}): no requests to this pool "
+            f"for {delay:.0f}s, until {until}"
         )
+        log.warning("pool backoff", pool=self.origin, path=path, status=status, retry_in_s=delay)
+        raise BackoffError(gate.reason, status=status, retry_in=delay)
 
     def _scrubbed(self, error: AgentError) -> AgentError:
         message = error.message
@@ -353,7 +355,9 @@ def _parse_json(content: bytes, path: str) -> Any:
         return json.loads(content, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         snippet = content[:60].decode("utf-8", "replace")
-        raise ProtocolError(f"{path} answered something that is not JSON ({exc}): {snippet!r}") from None
+        raise ProtocolError(
+            f"{path} answered something that is not JSON ({exc}): {snippet!r}"
+        ) from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -368,7 +372,9 @@ def _status_error(
     said = f": {detail}" if detail else ""
     if status in (401, 403):
         refused = "the API key" if user_data else "access"
-        return AuthError(f"the pool refused {refused} for {path} (HTTP {status}){said}", device_code=status)
+        return AuthError(
+            f"the pool refused {refused} for {path} (HTTP {status}){said}", device_code=status
+        )
     if 300 <= status < 400:
         where = _KEY_IN_URL.sub(r"\1***", response.headers.get("Location") or "?")
         return DeviceError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from agent.config.base import DeviceConfig, Duration
 
 AuthMode = Literal["header", "basic", "query"]
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
 
 
 class PoolConfig(DeviceConfig):
@@ -58,8 +60,14 @@ class PoolConfig(DeviceConfig):
 
     @model_validator(mode="after")
     def _check_user_needs_key(self) -> PoolConfig:
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        if key is not None and not _PRINTABLE.fullmatch(key):
+            # the message must not show the key: it ends up in logs
+            raise ValueError("api_key must be printable ASCII without spaces (check api_key_file)")
         if self.user is not None and self.api_key is None:
-            raise ValueError("user data needs an API key: set api_key or api_key_file, or drop user")
+            raise ValueError(
+                "user data needs an API key: set api_key or api_key_file, or drop user"
+            )
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must be at least backoff_initial")
         return self
@@ -69,23 +77,21 @@ class PoolConfig(DeviceConfig):
         found = []
         if self.poll_interval < self.min_poll_interval:
             found.append(
-                f"device {self.id}: poll_interval {self.poll_interval:g}s is below "
+                f"poll_interval {self.poll_interval:g}s is below "
                 f"min_poll_interval {self.min_poll_interval:g}s; the pool asks clients not to "
                 "poll more often than necessary and blocks abusive ones"
             )
         if self.api_key is not None and self.auth == "query":
             found.append(
-                f'device {self.id}: auth = "query" puts the API key in the URL, where proxies '
+                'auth = "query" puts the API key in the URL, where proxies '
                 'and server logs record it; prefer auth = "header"'
             )
-        if self.api_key is not None and not _is_private(self.url):
-            found.append(
-                f"device {self.id}: the API key goes to {self.url} over plain http; use https"
-            )
+        if self.api_key is not None and not _key_travels_safely(self.url):
+            found.append(f"the API key goes to {self.url} over plain http; use https")
         return found
 
 
-def _is_private(url: str) -> bool:
+def _key_travels_safely(url: str) -> bool:
     """True for https, and for plain http to loopback or private addresses."""
     parts = urlsplit(url)
     if parts.scheme == "https":

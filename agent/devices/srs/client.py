@@ -65,6 +65,9 @@ class SrsClient:
         self.timeout = timeout
         self.page_size = max(page_size, SRS_PAGE_FLOOR)
         self.session = make_session(verify=verify)
+        # Passed with every request too: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in
+        # the environment override a session's `verify`, which would undo verify_tls.
+        self.verify = verify
         self.authenticated = username is not None
         if username is not None:
             self.session.auth = (username, password or "")
@@ -134,7 +137,14 @@ class SrsClient:
         return body
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = send(self.session, method, self.base + path, timeout=self.timeout, **kwargs)
+        response = send(
+            self.session,
+            method,
+            self.base + path,
+            timeout=self.timeout,
+            verify=self.verify,
+            **kwargs,
+        )
         if response.status_code != 200:
             self._raise_for_status(response, path)
         body = json_body(response)
@@ -168,8 +178,9 @@ class SrsClient:
             body = self.get(f"{API}/{collection}/", collection, params=params)
             page = _objects(body, collection)
             requests_made += 1
-            fresh = [item for item in page if item.get("id") not in seen]
-            seen.update(item.get("id") for item in fresh)
+            fresh = [item for item in page if _item_key(item) not in seen]
+            seen.update(_item_key(item) for item in fresh)
+            seen.discard(None)  # items without a usable id are never taken for repeats
             items.extend(fresh)
             if len(items) > limit:
                 return Listing(items[:limit], truncated=True, requests=requests_made)
@@ -221,6 +232,11 @@ def _objects(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise ProtocolError(f"SRS's {key!r} is not a list of objects")
     return value
+
+
+def _item_key(item: dict[str, Any]) -> str | int | None:
+    ident = item.get("id")
+    return ident if isinstance(ident, str | int) else None
 
 
 def _text(value: Any) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 from agent.devices.base import BlockingDriver, PollResult
 from agent.devices.srs.catalog import CATALOG, stream_label
 from agent.devices.srs.client import Identity, Listing, SrsClient
-from agent.devices.srs.config import DEFAULT_VHOST, SrsConfig
+from agent.devices.srs.config import DEFAULT_VHOST, SrsConfig, stream_key
 from agent.errors import DeviceError, ProtocolError, UnknownCommandError
 
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
@@ -67,7 +67,7 @@ class SrsDriver(BlockingDriver[SrsConfig]):
         return PollResult(state=state, raw=raw, events=events)
 
     def _fallback_version(self, identity: Identity | None) -> str | None:
-        """SRS before 4 has no version in summaries: read /versions once per process."""
+        """A summaries reply without `self.version`: read /versions, once per SRS process."""
         if self._version is None or self._version[0] != identity:
             version = self.client.versions().get("version")
             self._version = (identity, version if isinstance(version, str) else None)
@@ -162,9 +162,9 @@ def _stream_event(name: str, row: Row, **extra: Any) -> Row:
 
 
 def watch_slugs(keys: Iterable[str]) -> dict[str, str]:
-    """watch_streams keys → unique slugs usable in state paths and entity ids."""
+    """watch_streams entries → unique slugs usable in state paths and entity ids."""
     slugs: dict[str, str] = {}
-    for key in keys:
+    for key in map(stream_key, keys):
         base = _SLUG_JUNK.sub("_", stream_label(key).lower()).strip("_") or "stream"
         slug, n = base, 2
         while slug in slugs:
@@ -220,7 +220,9 @@ def _server(
         "system_cpu_percent": _percent(system.get("cpu_percent")),
         "system_memory_percent": _percent(system.get("mem_ram_percent")),
         "cpus": _int(system.get("cpus_online")),
-        "load_average": [_num(x) for x in loads] if any(_num(x) is not None for x in loads) else None,
+        "load_average": [_num(x) for x in loads]
+        if any(_num(x) is not None for x in loads)
+        else None,
         "kbps_in": sum(v["kbps_in"] or 0 for v in vhosts),
         "kbps_out": sum(v["kbps_out"] or 0 for v in vhosts),
         "connections": _int(system.get("conn_srs")),
@@ -319,8 +321,13 @@ def _watched(key: str, row: Row | None, truncated: bool) -> Row:
     if row is None:
         # Absent from a complete listing: not on the server. From a capped one: unknown.
         zero = None if truncated else 0
-        return {"stream": key, "live": None if truncated else False, "clients": zero,
-                "kbps_in": zero, "kbps_out": zero}
+        return {
+            "stream": key,
+            "live": None if truncated else False,
+            "clients": zero,
+            "kbps_in": zero,
+            "kbps_out": zero,
+        }
     return {
         "stream": key,
         "live": row["publishing"],

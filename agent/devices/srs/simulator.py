@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import json
 import random
 import socket
@@ -79,7 +80,6 @@ class SimClient:
     stream: str  # stream id
     ip: str
     type: str
-    kbps: int
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -133,10 +133,12 @@ class SrsModel:
             raise ValueError(f"{stream} is not publishing")
         self.remove_client(found.publisher)
 
-    def add_player(self, stream: str, *, ip: str = "127.0.0.1", type: str = "rtmp-play") -> str:  # noqa: A002
+    def add_player(
+        self, stream: str, *, ip: str = "127.0.0.1", client_type: str = "rtmp-play"
+    ) -> str:
         """A player joins (SRS tracks a stream with players but no publisher as inactive)."""
         found = self.find_stream(stream) or self._new_stream(stream, None)
-        return self._new_client(found, type, ip).id
+        return self._new_client(found, client_type, ip).id
 
     def remove_client(self, client_id: str) -> bool:
         client = self.clients.pop(client_id, None)
@@ -178,7 +180,7 @@ class SrsModel:
         return created
 
     def _new_client(self, stream: SimStream, type_: str, ip: str) -> SimClient:
-        client = SimClient(_random_id(8), stream.id, ip, type_, stream.kbps)
+        client = SimClient(_random_id(8), stream.id, ip, type_)
         self.clients[client.id] = client
         return client
 
@@ -193,18 +195,24 @@ class SrsModel:
         return body
 
     def summaries(self) -> dict[str, Any]:
-        data = json.loads(json.dumps(TEMPLATES["summaries"]["data"]))
+        data: dict[str, Any] = copy.deepcopy(TEMPLATES["summaries"]["data"])
         now, uptime = _now_ms(), int(time.monotonic() - self.started)
         recv = sum(self._bytes(c, inbound=True) for c in self.clients.values())
         sent = sum(self._bytes(c, inbound=False) for c in self.clients.values())
         data["now_ms"] = now
         data["self"].update(
-            pid=self.pid, srs_uptime=uptime, mem_kbyte=17000 + 40 * len(self.clients),
+            pid=self.pid,
+            srs_uptime=uptime,
+            mem_kbyte=17000 + 40 * len(self.clients),
             cpu_percent=round(0.01 + 0.002 * len(self.clients), 3),
         )
         data["system"].update(
-            net_sample_time=now, srs_sample_time=now, srs_recv_bytes=recv, srs_send_bytes=sent,
-            conn_srs=len(self.clients), uptime=round(10000.0 + uptime, 2),
+            net_sample_time=now,
+            srs_sample_time=now,
+            srs_recv_bytes=recv,
+            srs_send_bytes=sent,
+            conn_srs=len(self.clients),
+            uptime=round(10000.0 + uptime, 2),
         )
         return data
 
@@ -280,7 +288,10 @@ class SrsModel:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/{stream.app}"
 
     def _kbps(self, client: SimClient, *, inbound: bool) -> int:
-        return client.kbps if client.publish == inbound else 0
+        """A publisher sends the stream's bitrate in; each player gets it out."""
+        stream = self.streams.get(client.stream)
+        rate = stream.kbps if stream is not None and stream.publisher else 0
+        return rate if client.publish == inbound else 0
 
     def _bytes(self, client: SimClient, *, inbound: bool) -> int:
         handshake = 3471 if inbound else 4384  # what a real RTMP session starts with
@@ -301,8 +312,9 @@ class SrsSimulator:
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        model = self.by_port[sockname[1]]
+        if request.transport is None:  # the peer already left
+            raise web.HTTPServiceUnavailable()
+        model = self.by_port[request.transport.get_extra_info("sockname")[1]]
         model.requests.append((request.method, request.path_qs))
         if request.method == "OPTIONS":
             return _reply(b"", "")
@@ -337,8 +349,9 @@ class SrsSimulator:
         if name in COLLECTIONS and (item or path.endswith("/")):
             return self._collection(model, method, name, item, query)
         if name == "versions" and not item:
-            return model.envelope(data={"major": 7, "minor": 0, "revision": 18,
-                                        "version": "7.0.18"})
+            return model.envelope(
+                data={"major": 7, "minor": 0, "revision": 18, "version": "7.0.18"}
+            )
         if name == "summaries" and not item:
             return model.envelope(data=model.summaries())
         if name in DATA_DOCS and not item:
@@ -408,7 +421,7 @@ def _atoi(text: str) -> int:
 
 def _raw(model: SrsModel, rpc: str) -> dict[str, Any]:
     if rpc == "raw":
-        raw = json.loads(json.dumps(TEMPLATES["raw"]))
+        raw = copy.deepcopy(TEMPLATES["raw"])
         raw["http_api"]["raw_api"].update(enabled=model.raw_api, allow_reload=model.allow_reload)
         return {"code": 0, **raw}
     if not model.raw_api:

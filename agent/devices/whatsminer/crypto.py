@@ -28,8 +28,8 @@ def md5crypt(password: str | bytes, salt: str | bytes) -> str:
     secret = password.encode() if isinstance(password, str) else password
     raw_salt = salt.encode() if isinstance(salt, str) else salt
     raw_salt = raw_salt.split(b"$", 1)[0][:8]
-    alternate = hashlib.md5(secret + raw_salt + secret).digest()
-    context = hashlib.md5(secret + _MAGIC + raw_salt)
+    alternate = _md5(secret + raw_salt + secret).digest()
+    context = _md5(secret + _MAGIC + raw_salt)
     for remaining in range(len(secret), 0, -16):
         context.update(alternate[: min(16, remaining)])
     length = len(secret)
@@ -38,7 +38,7 @@ def md5crypt(password: str | bytes, salt: str | bytes) -> str:
         length >>= 1
     digest = context.digest()
     for round_ in range(1000):
-        step = hashlib.md5(secret if round_ & 1 else digest)
+        step = _md5(secret if round_ & 1 else digest)
         if round_ % 3:
             step.update(raw_salt)
         if round_ % 7:
@@ -46,6 +46,10 @@ def md5crypt(password: str | bytes, salt: str | bytes) -> str:
         step.update(digest if round_ & 1 else secret)
         digest = step.digest()
     return _encode(digest)
+
+
+def _md5(data: bytes) -> Any:
+    return hashlib.md5(data)  # noqa: S324 - md5-crypt is the miner's algorithm, not a choice
 
 
 def _encode(digest: bytes) -> str:

@@ -89,33 +89,66 @@ ENTITIES = (
     _hashrate("hashrate_15m", "Hashrate 15m", "15m"),
     _hashrate("hashrate_highest", "Highest hashrate", "highest", entity_category="diagnostic"),
     EntityDescription(
-        "shares_good", "sensor", "Shares good", value="shares.accepted",
-        state_class="total_increasing", icon="mdi:check-circle-outline",
+        "shares_good",
+        "sensor",
+        "Shares good",
+        value="shares.accepted",
+        state_class="total_increasing",
+        icon="mdi:check-circle-outline",
     ),
     EntityDescription(
-        "shares_total", "sensor", "Shares total", value="shares.total",
-        state_class="total_increasing", icon="mdi:counter",
+        "shares_total",
+        "sensor",
+        "Shares total",
+        value="shares.total",
+        state_class="total_increasing",
+        icon="mdi:counter",
     ),
     EntityDescription("pool", "sensor", "Pool", value="pool.url", icon="mdi:server-network"),
     EntityDescription(
-        "ping", "sensor", "Pool ping", value="pool.ping_ms", unit="ms",
-        device_class="duration", state_class="measurement", entity_category="diagnostic",
+        "ping",
+        "sensor",
+        "Pool ping",
+        value="pool.ping_ms",
+        unit="ms",
+        device_class="duration",
+        state_class="measurement",
+        entity_category="diagnostic",
     ),
     EntityDescription(
-        "uptime", "sensor", "Uptime", value="uptime_s", unit="s", device_class="duration",
-        state_class="measurement", entity_category="diagnostic",
+        "uptime",
+        "sensor",
+        "Uptime",
+        value="uptime_s",
+        unit="s",
+        device_class="duration",
+        state_class="measurement",
+        entity_category="diagnostic",
     ),
     EntityDescription(
-        "paused", "binary_sensor", "Paused", value="paused", icon="mdi:pause-circle-outline",
+        "paused",
+        "binary_sensor",
+        "Paused",
+        value="paused",
+        icon="mdi:pause-circle-outline",
     ),
-    EntityDescription("mining", "switch", "Mining", value="mining", command="mining",
-                      icon="mdi:pickaxe"),
     EntityDescription(
-        "version", "sensor", "Version", value="version", entity_category="diagnostic",
+        "mining", "switch", "Mining", value="mining", command="mining", icon="mdi:pickaxe"
+    ),
+    EntityDescription(
+        "version",
+        "sensor",
+        "Version",
+        value="version",
+        entity_category="diagnostic",
         icon="mdi:tag",
     ),
     EntityDescription(
-        "algo", "sensor", "Algorithm", value="algo", entity_category="diagnostic",
+        "algo",
+        "sensor",
+        "Algorithm",
+        value="algo",
+        entity_category="diagnostic",
         icon="mdi:function",
     ),
 )
@@ -162,9 +195,14 @@ def _backend_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
     for kind, backend in backends.items():
         entities.append(
             EntityDescription(
-                f"backend_{kind}_hashrate", "sensor", f"{kind.upper()} hashrate",
-                value=f"backends.{kind}.hashrate_hs.10s", unit=H, state_class="measurement",
-                precision=1, icon="mdi:pickaxe",
+                f"backend_{kind}_hashrate",
+                "sensor",
+                f"{kind.upper()} hashrate",
+                value=f"backends.{kind}.hashrate_hs.10s",
+                unit=H,
+                state_class="measurement",
+                precision=1,
+                icon="mdi:pickaxe",
             )
         )
         for index, gpu in enumerate(backend.get("gpus") or ()):
@@ -177,22 +215,44 @@ def _gpu_entities(kind: str, index: int, gpu: Mapping[str, Any]) -> list[EntityD
     label = f"{kind.upper()} GPU{index}"
     found = []
     if gpu.get("temperature_c") is not None:
-        found.append(EntityDescription(
-            f"{kind}_gpu{index}_temperature", "sensor", f"{label} temperature",
-            value=f"{path}.temperature_c", unit="°C", device_class="temperature",
-            state_class="measurement", entity_category="diagnostic",
-        ))
+        found.append(
+            EntityDescription(
+                f"{kind}_gpu{index}_temperature",
+                "sensor",
+                f"{label} temperature",
+                value=f"{path}.temperature_c",
+                unit="°C",
+                device_class="temperature",
+                state_class="measurement",
+                entity_category="diagnostic",
+            )
+        )
     if gpu.get("power_w") is not None:
-        found.append(EntityDescription(
-            f"{kind}_gpu{index}_power", "sensor", f"{label} power", value=f"{path}.power_w",
-            unit="W", device_class="power", state_class="measurement",
-            entity_category="diagnostic",
-        ))
+        found.append(
+            EntityDescription(
+                f"{kind}_gpu{index}_power",
+                "sensor",
+                f"{label} power",
+                value=f"{path}.power_w",
+                unit="W",
+                device_class="power",
+                state_class="measurement",
+                entity_category="diagnostic",
+            )
+        )
     if gpu.get("fan_percent"):
-        found.append(EntityDescription(
-            f"{kind}_gpu{index}_fan", "sensor", f"{label} fan", value=f"{path}.fan_percent.0",
-            unit="%", state_class="measurement", entity_category="diagnostic", icon="mdi:fan",
-        ))
+        found.append(
+            EntityDescription(
+                f"{kind}_gpu{index}_fan",
+                "sensor",
+                f"{label} fan",
+                value=f"{path}.fan_percent.0",
+                unit="%",
+                state_class="measurement",
+                entity_category="diagnostic",
+                icon="mdi:fan",
+            )
+        )
     return found
 
 

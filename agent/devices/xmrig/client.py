@@ -64,21 +64,32 @@ class XmrigClient:
             raise ProtocolError("/2/backends did not answer a JSON list")
         return body
 
+    @property
+    def config_path(self) -> str:
+        """`/1/config` on miners that answer only `/1/summary`; `/2/config` otherwise."""
+        return "/1/config" if self.summary_path == "/1/summary" else "/2/config"
+
     def get_config(self) -> dict[str, Any]:
-        body = self._expect_json(self._request("GET", "/2/config"), "/2/config")
+        path = self.config_path
+        response = self._request("GET", path)
+        try:
+            body = self._expect_json(response, path)
+        except ProtocolError:  # the usual message quotes the body, which holds the token
+            raise ProtocolError(f"{path} answered a body that is not JSON") from None
         if not isinstance(body, dict):
-            raise ProtocolError("/2/config did not answer a JSON object")
+            raise ProtocolError(f"{path} did not answer a JSON object")
         return body
 
     def put_config(self, config: dict[str, Any]) -> None:
-        response = self._request("PUT", "/2/config", json=config)
+        path = self.config_path
+        response = self._request("PUT", path, json=config)
         if response.status_code == 400:
             raise DeviceError(
                 "the miner rejected the new config (HTTP 400); its old config stays in force",
                 device_code=400,
             )
         if response.status_code not in (200, 204):
-            self._raise_for_status(response, "/2/config")
+            self._raise_for_status(response, path)
 
     def rpc(self, method: str) -> Any:
         body = self._expect_json(
@@ -118,7 +129,9 @@ class XmrigClient:
                 device_code=403,
             )
         if status == 404:
-            raise UnsupportedError(f"{path} does not exist on this miner (HTTP 404)", device_code=404)
+            raise UnsupportedError(
+                f"{path} does not exist on this miner (HTTP 404)", device_code=404
+            )
         if status == 415:
             raise DeviceError(
                 f"{path}: the miner refused the body's content type (HTTP 415)", device_code=415

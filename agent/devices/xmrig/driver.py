@@ -10,7 +10,7 @@ from agent.devices.base import BlockingDriver, PollResult
 from agent.devices.xmrig.catalog import CATALOG
 from agent.devices.xmrig.client import XmrigClient
 from agent.devices.xmrig.config import XmrigConfig
-from agent.errors import AuthError, DeviceError, ValidationError
+from agent.errors import AgentError, AuthError, DeviceError, UnsupportedError, ValidationError
 
 WINDOWS = ("10s", "1m", "15m")
 SECRET_CONFIG_KEYS = frozenset({"access-token", "pass", "password", "rig-id-password"})
@@ -28,7 +28,7 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
         )
         self.restricted = False
         self._config_read_at = float("-inf")
-        self._configured_pools: list[str] | None = None
+        self._configured_pools: list[Any] | None = None
 
     def poll_blocking(self) -> PollResult:
         summary = self.client.summary()
@@ -47,8 +47,11 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
         due = time.monotonic() - self._config_read_at >= self.config.config_interval
         if self.restricted or not due:
             return
-        config = self.client.get_config()
         self._config_read_at = time.monotonic()
+        try:
+            config = self.client.get_config()
+        except UnsupportedError:  # XMRig before 2.15 (`/api.json` only) has no config API
+            return
         raw["config"] = mask_secrets(config)
         pools = config.get("pools")
         if isinstance(pools, list):
@@ -58,7 +61,7 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
         try:
             return self._execute(command, params)
         except AuthError as exc:
-            if exc.device_code == 403 and self.restricted:
+            if exc.device_code == 403 and self._refuses_writes():
                 raise DeviceError(
                     f"{command}: the miner's API is restricted (http.restricted = true) and "
                     "accepts no writes; set it to false in the miner's config",
@@ -66,6 +69,15 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
                     code=exc.code,
                 ) from None
             raise
+
+    def _refuses_writes(self) -> bool:
+        """After a 403: is the API restricted (rather than the token wrong)? Ask if unknown."""
+        if not self.restricted:
+            try:
+                self.restricted = bool(self.client.summary().get("restricted", False))
+            except AgentError:
+                return False
+        return self.restricted
 
     def _execute(self, command: str, params: dict[str, Any]) -> Any:
         if command == "mining":
@@ -75,12 +87,15 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
         if command == "config_get":
             return mask_secrets(self.client.get_config())
         if command == "config_set":
-            self._put_config(_require_object(params["config"], "config_set.config"))
+            config = _require_object(params["config"], "config_set.config")
+            if _holds_mask(config):  # written back from config_get: keep the miner's secrets
+                config = restore_masked(config, self.client.get_config())
+            self._put_config(config)
             return {"replaced": True}
         if command == "config_patch":
             patch = _require_object(params["patch"], "config_patch.patch")
-            merged = merge_patch(self.client.get_config(), patch)
-            self._put_config(merged)
+            current = self.client.get_config()
+            self._put_config(merge_patch(current, restore_masked(patch, current)))
             return {"changed": sorted(patch)}
         raise ValidationError(f"xmrig has no command {command!r}")
 
@@ -131,14 +146,18 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
         "mining": enabled and not paused,
         "restricted": bool(summary.get("restricted", False)),
         "donate_level": _int(summary.get("donate_level")),
-        "cpu": {"brand": cpu.get("brand"), "cores": cpu.get("cores"), "threads": cpu.get("threads")},
+        "cpu": {
+            "brand": cpu.get("brand"),
+            "cores": cpu.get("cores"),
+            "threads": cpu.get("threads"),
+        },
         "memory": {
             "free_bytes": memory.get("free"),
             "total_bytes": memory.get("total"),
             "rss_bytes": memory.get("resident_set_memory"),
         },
         "load_average": resources.get("load_average"),
-        "hugepages": summary.get("hugepages"),
+        "hugepages": _list(summary.get("hugepages")) or None,  # XMRig 2.x said just `true`
         "power_w": _sum(g.get("power_w") for g in gpus),
         "temperature_c": _max(g.get("temperature_c") for g in gpus),
         "errors": [],
@@ -151,7 +170,7 @@ def normalise_backends(backends: list[Any] | None) -> dict[str, dict[str, Any]]:
     for backend in backends or ():
         if not isinstance(backend, dict) or not isinstance(backend.get("type"), str):
             continue
-        threads = [t for t in backend.get("threads") or () if isinstance(t, dict)]
+        threads = [t for t in _list(backend.get("threads")) if isinstance(t, dict)]
         entry: dict[str, Any] = {
             "enabled": bool(backend.get("enabled", False)),
             "algo": backend.get("algo"),
@@ -191,6 +210,39 @@ def mask_secrets(config: Any) -> Any:
     return config
 
 
+def restore_masked(config: Any, current: Any) -> Any:
+    """`config` with each masked secret put back from the miner's `current` config.
+
+    A config read with config_get, edited and written back would otherwise set the access
+    token to "***" and lock the agent out.
+    """
+    if isinstance(config, dict):
+        old = current if isinstance(current, dict) else {}
+        return {
+            k: (
+                old.get(k, v)
+                if k in SECRET_CONFIG_KEYS and v == MASK
+                else restore_masked(v, old.get(k))
+            )
+            for k, v in config.items()
+        }
+    if isinstance(config, list):
+        old_items = current if isinstance(current, list) else []
+        return [
+            restore_masked(v, old_items[i] if i < len(old_items) else None)
+            for i, v in enumerate(config)
+        ]
+    return config
+
+
+def _holds_mask(config: Any) -> bool:
+    if isinstance(config, dict):
+        return any(
+            (k in SECRET_CONFIG_KEYS and v == MASK) or _holds_mask(v) for k, v in config.items()
+        )
+    return isinstance(config, list) and any(_holds_mask(v) for v in config)
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
@@ -217,6 +269,10 @@ def _windows(values: Any) -> dict[str, Any]:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _int(value: Any) -> int | None:

@@ -42,7 +42,7 @@ CONFIG = _template("config")
 class XmrigModel:
     """One miner. Tests steer it through these attributes (on the simulator's loop)."""
 
-    token: str | None = "SECRET"
+    token: str | None = "SECRET"  # noqa: S105 - the official example's token
     restricted: bool = False
     api_level: int = 2  # 2: /2/*; 1: /1/summary only; 0: /api.json only
     gpu: bool = False  # also report a CUDA backend with GPU health
@@ -67,7 +67,7 @@ class XmrigModel:
     def summary(self) -> dict[str, Any]:
         uptime = int(time.monotonic() - self.started)
         rate = self._rate()
-        body = copy.copy(SUMMARY)
+        body: dict[str, Any] = copy.copy(SUMMARY)
         body.update(
             worker_id=self.worker_id,
             uptime=uptime,
@@ -103,13 +103,20 @@ class XmrigSimulator:
         self.by_port: dict[int, XmrigModel] = {}
         self.app = web.Application(client_max_size=4 * 1024 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
+        # Hung requests end when the fleet closes; else aiohttp's shutdown waits 60 s for them.
+        self.released = asyncio.Event()
+
+    async def release(self) -> None:
+        self.released.set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        transport = request.transport
+        sockname: tuple[Any, ...] = transport.get_extra_info("sockname") if transport else ()
         model = self.by_port[sockname[1]]
         model.requests.append((request.method, request.path, time.monotonic()))
         if model.fault == "hang":
-            await asyncio.Event().wait()
+            await self.released.wait()
+            return web.Response(status=503)
         if model.fault == "error500":
             return _error(500, "Internal Server Error")
         refusal = _gate(model, request)
@@ -123,7 +130,7 @@ class XmrigSimulator:
             return _json(model, model.summary())
         if method == "GET" and path == "/2/backends" and model.api_level >= 2:
             return _json(model, model.backends())
-        if path in ("/1/config", "/2/config") and model.api_level >= 1:
+        if _config_path(path, model.api_level):
             return await self._config(model, request)
         if path == "/json_rpc" and method == "POST":
             return await self._rpc(model, request)
@@ -141,6 +148,10 @@ class XmrigSimulator:
         if not isinstance(body, dict) or not isinstance(body.get("pools"), list):
             return _error(400, "Bad Request")
         model.config = body
+        http = body.get("http")
+        if isinstance(http, dict):  # XMRig reloads its API settings from the new config
+            model.token = http.get("access-token") or None
+            model.restricted = bool(http.get("restricted", False))
         model.writes.append(("config", time.monotonic()))
         return web.Response(status=204)
 
@@ -181,13 +192,18 @@ def _gate(model: XmrigModel, request: web.Request) -> web.StreamResponse | None:
         return _error(403, "Forbidden")
     if request.method != "GET" and model.restricted:
         return _error(403, "Forbidden")
-    if request.method != "GET" and request.content_type != "application/json":
+    # XMRig compares the header as a whole: "application/json; charset=utf-8" is refused too.
+    if request.method != "GET" and request.headers.get("Content-Type") != "application/json":
         return _error(415, "Unsupported Media Type")
     return None
 
 
 def _summary_path(path: str, level: int) -> bool:
     return {"/2/summary": level >= 2, "/1/summary": level >= 1, "/api.json": True}.get(path, False)
+
+
+def _config_path(path: str, level: int) -> bool:
+    return {"/2/config": level >= 2, "/1/config": level >= 1}.get(path, False)
 
 
 def _json(model: XmrigModel, body: Any) -> web.Response:
@@ -215,7 +231,9 @@ async def start_fleet(
     """`count` miners on consecutive ports from `port` (0: free ports). Options go to XmrigModel."""
     raise_open_file_limit()
     simulator = XmrigSimulator()
-    runner = web.AppRunner(simulator.app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        simulator.app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+    )
     await runner.setup()
     devices = []
     for index in range(count):
@@ -225,7 +243,7 @@ async def start_fleet(
         model = XmrigModel(worker_id=f"sim{index}", **options)
         simulator.by_port[bound] = model
         devices.append(SimDevice(host=host, port=bound, model=model))
-    return SimFleet(kind="xmrig", devices=devices, closers=[runner.cleanup])
+    return SimFleet(kind="xmrig", devices=devices, closers=[runner.cleanup, simulator.release])
 
 
 def demo_config(device: SimDevice, index: int) -> dict[str, Any]:

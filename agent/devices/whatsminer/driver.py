@@ -1,0 +1,472 @@
+"""Whatsminer: API replies → state, commands → encrypted writes.
+
+A poll costs two connections (`summary+pools+edevs` joined, then `status`, which does not
+join); PSU and error codes are read every `detail_interval`, version, board models and miner
+info every `slow_interval`, each with ±10 % jitter so a fleet does not read them in step.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.devices.base import Driver, PollResult
+from agent.devices.whatsminer.catalog import CATALOG, WINDOWS
+from agent.devices.whatsminer.client import NoReplyError, Progress, WhatsminerClient
+from agent.devices.whatsminer.config import WhatsminerConfig
+from agent.errors import DeviceError, ProtocolError, ValidationError
+
+FAST_READS = ("summary", "pools", "edevs")
+_MHS_KEYS = {"5s": "MHS 5s", "1m": "MHS 1m", "5m": "MHS 5m", "15m": "MHS 15m", "avg": "MHS av"}
+_NETWORK_KEYS = ("ip", "proto", "netmask", "gateway", "dns", "hostname", "mac")
+# Commands after which the miner may drop the connection instead of answering.
+_RESTARTING = frozenset({"reboot", "factory_reset", "net_config"})
+# Writes that change what the slow reads show: read those again on the next poll.
+_CHANGES_SLOW = frozenset({"set_led", "set_hostname", "net_config", "factory_reset"})
+_FRIENDLY_MODES = {"low": "set_low_power", "normal": "set_normal_power", "high": "set_high_power"}
+
+
+class WhatsminerDriver(Driver[WhatsminerConfig]):
+    catalog = CATALOG
+
+    def __init__(self, config: WhatsminerConfig) -> None:
+        super().__init__(config)
+        password = config.password.get_secret_value() if config.password else None
+        self.client = WhatsminerClient(
+            config.host,
+            config.port,
+            password,
+            connect_timeout=config.timeout,
+            read_timeout=config.timeout,
+            firmware_command=config.firmware_command,
+        )
+        self._slow: dict[str, Any] = dict.fromkeys(
+            ("model", "api_version", "platform", "chip", "serial", "led", "network", "version")
+        )
+        self._board_models: dict[int, str] = {}
+        self._detail: dict[str, Any] = {"psu": None, "error_codes": {}}
+        self._settings: dict[str, Any] = dict.fromkeys(
+            (
+                "power_percent",
+                "power_percent_ramp",
+                "target_freq_percent",
+                "temp_offset_c",
+                "upfreq_speed",
+            )
+        )
+        self._slow_due = 0.0
+        self._detail_due = 0.0
+
+    # ------------------------------------------------------------------ poll
+
+    async def poll(self) -> PollResult:
+        sections = await self.client.joined(*FAST_READS)
+        raw: dict[str, Any] = dict(sections)
+        status = await _optional(self.client.status)
+        if status is not None:
+            raw["status"] = status
+        now = time.monotonic()
+        if now >= self._detail_due:
+            await self._read_detail(raw)
+            self._detail_due = now + _jitter(self.config.detail_interval)
+        if now >= self._slow_due:
+            await self._read_slow(raw)
+            self._slow_due = now + _jitter(self.config.slow_interval)
+        state = normalise(sections, status, self._slow, self._board_models, self._detail)
+        state["settings"] = dict(self._settings)
+        return PollResult(state=state, raw=raw)
+
+    async def _read_detail(self, raw: dict[str, Any]) -> None:
+        psu = await _optional(self.client.get_psu)
+        if psu is not None:
+            raw["get_psu"] = psu
+            self._detail["psu"] = normalise_psu(psu)
+        codes = await _optional(self.client.get_error_code)
+        if codes is not None:
+            raw["get_error_code"] = codes
+            self._detail["error_codes"] = codes
+
+    async def _read_slow(self, raw: dict[str, Any]) -> None:
+        version = await _optional(self.client.get_version)
+        if version is not None:
+            raw["get_version"] = version
+            self._slow.update(
+                version=_text(version.get("fw_ver")),
+                api_version=_text(version.get("api_ver")),
+                platform=_text(version.get("platform")),
+                chip=_text(version.get("chip")),
+            )
+        details = await _optional(self.client.devdetails)
+        if details is not None:
+            raw["devdetails"] = details
+            self._board_models = board_models(details)
+            self._slow["model"] = next(iter(self._board_models.values()), None)
+        info = await _optional(self.client.get_miner_info)
+        if info is not None:
+            raw["get_miner_info"] = info
+            self._slow["serial"] = _text(info.get("minersn"))
+            self._slow["led"] = _text(info.get("ledstat"))
+            self._slow["network"] = {k: _text(info.get(k)) for k in _NETWORK_KEYS}
+
+    # --------------------------------------------------------------- commands
+
+    async def execute(self, command: str, params: dict[str, Any]) -> Any:
+        if command == "update_firmware":
+            return await self.upgrade_firmware(params["path"])
+        if command == "download_logs":
+            return await self.download_logs(params["path"])
+        wire_command, wire = to_wire(command, params)
+        try:
+            msg = await self.client.write(wire_command, wire)
+        except NoReplyError:
+            if wire_command not in _RESTARTING:
+                raise
+            msg = {"sent": True, "confirmed": False, "note": "the miner closed without answering"}
+        self._remember(command, wire_command, params)
+        return msg
+
+    def _remember(self, command: str, wire_command: str, params: Mapping[str, Any]) -> None:
+        """Keep what the API cannot read back, and re-read what the write changed."""
+        if wire_command in ("set_power_pct", "set_power_pct_v2"):
+            self._settings["power_percent"] = params["percent"]
+            self._settings["power_percent_ramp"] = (
+                "fast" if command == "set_power_pct" else "normal"
+            )
+        elif wire_command == "set_target_freq":
+            self._settings["target_freq_percent"] = params["percent"]
+        elif wire_command == "set_temp_offset":
+            self._settings["temp_offset_c"] = params["temp_offset"]
+        elif wire_command == "adjust_upfreq_speed":
+            self._settings["upfreq_speed"] = params["upfreq_speed"]
+        if wire_command == "set_led":
+            self._slow["led"] = params["color"]
+        if wire_command in _CHANGES_SLOW:
+            self._slow_due = 0.0
+
+    async def upgrade_firmware(self, path: str | Path, progress: Progress | None = None) -> Any:
+        """The firmware upload flow, for `edge-agent whatsminer upgrade` and `send`."""
+        result = await self.client.upload_firmware(path, progress)
+        self._slow_due = 0.0
+        return result
+
+    async def download_logs(self, path: str | Path, progress: Progress | None = None) -> Any:
+        """The log download flow into `path` (written whole or not at all)."""
+        target = Path(path)
+        partial = target.with_name(target.name + ".part")
+        try:
+            with partial.open("wb") as sink:
+                received = await self.client.download_logs(sink.write, progress)
+            partial.replace(target)
+        except OSError as exc:
+            raise ValidationError(f"cannot write {target}: {exc.strerror}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return {"path": str(target), "bytes": received}
+
+
+def to_wire(command: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A catalog command and its validated params → the API command and its fields."""
+    if command == "mining":
+        return ("power_on", {}) if params["state"] else ("power_off", {"respbefore": True})
+    if command == "power_mode":
+        return _FRIENDLY_MODES[params["mode"]], {}
+    if command == "power_limit":
+        return "adjust_power_limit", {"power_limit": params["power_limit"]}
+    if command == "power_percent":
+        return "set_power_pct_v2", {"percent": params["percent"]}
+    build = _BUILDERS.get(command)
+    return command, build(params) if build else dict(params)
+
+
+def _led(params: Mapping[str, Any]) -> dict[str, Any]:
+    if params["color"] == "auto":
+        return {"param": "auto"}
+    period, duration = params.get("period", 1000), params.get("duration", 500)
+    if duration > period:
+        raise ValidationError(f"set_led.duration ({duration}) must not exceed period ({period})")
+    return {
+        "color": params["color"],
+        "period": period,
+        "duration": duration,
+        "start": params.get("start", 0),
+    }
+
+
+def _net(params: Mapping[str, Any]) -> dict[str, Any]:
+    if params["mode"] == "dhcp":
+        return {"param": "dhcp"}
+    fields = ("ip", "mask", "gate", "dns", "host")
+    missing = [f for f in fields if not params.get(f)]
+    if missing:
+        raise ValidationError(f"net_config static needs {', '.join(missing)}")
+    return {f: params[f] for f in fields}
+
+
+def _pools(params: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (f"{k}{n}" for n in (1, 2, 3) for k in ("pool", "worker", "passwd"))
+    return {key: params.get(key) or "" for key in keys}
+
+
+def _flag(name: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    return lambda params: {name: "1" if params[name] else "0"}
+
+
+_BUILDERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "set_led": _led,
+    "net_config": _net,
+    "update_pools": _pools,
+    "set_poweroff_cool": _flag("poweroff_cool"),
+    "set_fan_zero_speed": _flag("fan_zero_speed"),
+}
+
+
+# --------------------------------------------------------------- normalise
+
+
+def normalise(
+    sections: Mapping[str, Mapping[str, Any]],
+    status: Mapping[str, Any] | None,
+    slow: Mapping[str, Any],
+    board_models: Mapping[int, str],
+    detail: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The replies of one poll (plus the cached slow reads) → the state documented in CATALOG."""
+    summary = _first(sections["summary"], "SUMMARY")
+    if summary is None:
+        raise ProtocolError("the miner's summary reply has no SUMMARY section")
+    status = status or {}
+    pools = [normalise_pool(p) for p in _list(sections.get("pools"), "POOLS")]
+    boards = [normalise_board(d, board_models) for d in _list(sections.get("edevs"), "DEVS")]
+    boards.sort(key=lambda b: b["slot"] if b["slot"] is not None else 99)
+    error_codes = detail["error_codes"]
+    power = _num(summary.get("Power"))
+    hashrate = {w: _scaled(summary.get(k), 1e6) for w, k in _MHS_KEYS.items()}
+    mode = summary.get("Power Mode") or status.get("power_mode")
+    off = _bool(status.get("btmineroff"))
+    return {
+        "model": slow["model"],
+        "firmware": _firmware(status.get("Firmware Version")) or slow["version"],
+        "api_version": slow["api_version"],
+        "platform": slow["platform"],
+        "chip": slow["chip"],
+        "serial": slow["serial"],
+        "mining": None if off is None else not off,
+        "power_mode": mode.lower() if isinstance(mode, str) and mode else None,
+        "hash_percent": _num(status.get("hash_percent")),
+        "hashrate_hs": hashrate,
+        "target_hashrate_hs": _scaled(summary.get("Target MHS"), 1e6),
+        "factory_hashrate_hs": _scaled(summary.get("Factory GHS"), 1e9),
+        "hash_stable": _bool(summary.get("Hash Stable")),
+        "shares": {
+            "accepted": _int(summary.get("Accepted")),
+            "rejected": _int(summary.get("Rejected")),
+        },
+        "power_w": power,
+        "power_limit_w": _num(summary.get("Power Limit")),
+        "efficiency_j_th": _efficiency(summary.get("Power Rate"), power, hashrate["1m"]),
+        "temperature_c": _num(summary.get("Temperature")),
+        "env_temperature_c": _num(summary.get("Env Temp")),
+        "chip_temperature_c": _chip_temps(summary),
+        "fans_rpm": {
+            "in": _num(summary.get("Fan Speed In")),
+            "out": _num(summary.get("Fan Speed Out")),
+        },
+        "frequency_mhz": {
+            "avg": _num(summary.get("freq_avg")),
+            "target": _num(summary.get("Target Freq")),
+        },
+        "uptime_s": _int(summary.get("Uptime")),
+        "elapsed_s": _int(summary.get("Elapsed")),
+        "fast_boot": _enabled(summary.get("Btminer Fast Boot")),
+        "pool": active_pool(pools),
+        "pools": pools,
+        "boards": boards,
+        "psu": detail["psu"],
+        "errors": [
+            f"{code} since {when}" if when else str(code) for code, when in error_codes.items()
+        ],
+        "error_codes": error_codes,
+        "error_count": len(error_codes),
+        "led": slow["led"],
+        "network": slow["network"],
+    }
+
+
+def normalise_pool(pool: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "index": _int(pool.get("POOL")),
+        "url": _text(pool.get("URL")),
+        "user": _text(pool.get("User")),
+        "status": _text(pool.get("Status")),
+        "priority": _int(pool.get("Priority")),
+        "stratum_active": _bool(pool.get("Stratum Active")),
+        "difficulty": _num(pool.get("Stratum Difficulty")),
+        "accepted": _int(pool.get("Accepted")),
+        "rejected": _int(pool.get("Rejected")),
+        "last_share_time": _int(pool.get("Last Share Time")),
+    }
+
+
+def active_pool(pools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pool mining now: stratum active, else the best-priority alive one, else the first."""
+    chosen = next((p for p in pools if p["stratum_active"]), None)
+    if chosen is None:
+        alive = [p for p in pools if p["status"] == "Alive"]
+        chosen = min(alive, key=lambda p: p["priority"] or 0) if alive else None
+    if chosen is None and pools:
+        chosen = pools[0]
+    if chosen is None:
+        return {"url": None, "user": None, "status": None}
+    return {"url": chosen["url"], "user": chosen["user"], "status": chosen["status"]}
+
+
+def normalise_board(dev: Mapping[str, Any], models: Mapping[int, str]) -> dict[str, Any]:
+    slot = _int(dev.get("Slot"))
+    asc = _int(dev.get("ASC"))
+    return {
+        "slot": slot if slot is not None else asc,
+        "status": _text(dev.get("Status")),
+        "enabled": _bool(dev.get("Enabled")),
+        "model": models.get(asc if asc is not None else -1),
+        "temperature_c": _num(dev.get("Temperature")),
+        "frequency_mhz": _num(dev.get("Chip Frequency")),
+        "hashrate_hs": {w: _scaled(dev.get(k), 1e6) for w, k in _MHS_KEYS.items()},
+        "factory_hashrate_hs": _scaled(dev.get("HS Factory"), 1e9),
+        "effective_chips": _int(dev.get("Effective Chips")),
+        "chip_temperature_c": _chip_temps(dev),
+        "accepted": _int(dev.get("Accepted")),
+        "rejected": _int(dev.get("Rejected")),
+        "upfreq_complete": _bool(dev.get("Upfreq Complete")),
+        "pcb_serial": _text(dev.get("PCB SN")),
+        "chip_data": _text(dev.get("Chip Data")),
+    }
+
+
+def board_models(details: Mapping[str, Any]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for entry in _list(details, "DEVDETAILS"):
+        index = _int(entry.get("ID", entry.get("DEVDETAILS")))
+        model = _text(entry.get("Model"))
+        if index is not None and model:
+            found[index] = model
+    return found
+
+
+def normalise_psu(psu: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "model": _text(psu.get("model")),
+        "name": _text(psu.get("name")),
+        "serial": _text(psu.get("serial_no")),
+        "vendor": _text(psu.get("vendor")),
+        "hw_version": _text(psu.get("hw_version")),
+        "sw_version": _text(psu.get("sw_version")),
+        "input_current_a": _scaled(psu.get("iin"), 1e-3),
+        "input_voltage_v": _scaled(psu.get("vin"), 1e-2),
+        "fan_rpm": _num(psu.get("fan_speed")),
+        "temperature_c": _num(psu.get("temp0")),
+    }
+
+
+# ------------------------------------------------------------------ helpers
+
+
+async def _optional(read: Callable[[], Awaitable[Any]]) -> Any:
+    """A secondary read: a refusal or an unreadable reply leaves the cached value in place;
+    a miner that stops answering still fails the poll."""
+    try:
+        return await read()
+    except (DeviceError, ProtocolError):
+        return None
+
+
+def _jitter(interval: float) -> float:
+    return interval * random.uniform(0.9, 1.1)
+
+
+def _first(reply: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    value = reply.get(key)
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return value[0]
+    return value if isinstance(value, dict) else None
+
+
+def _list(reply: Mapping[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    value = reply.get(key) if reply else None
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _chip_temps(source: Mapping[str, Any]) -> dict[str, float | None]:
+    return {
+        "min": _num(source.get("Chip Temp Min")),
+        "max": _num(source.get("Chip Temp Max")),
+        "avg": _num(source.get("Chip Temp Avg")),
+    }
+
+
+def _efficiency(rate: Any, power: float | None, hashrate_hs: float | None) -> float | None:
+    reported = _num(rate)
+    if reported is not None and reported > 0:
+        return reported
+    if power and hashrate_hs:
+        return round(power / (hashrate_hs * 1e-12), 2)
+    return None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if number == number and abs(number) != float("inf") else None
+    return None
+
+
+def _int(value: Any) -> int | None:
+    number = _num(value)
+    return int(number) if number is not None else None
+
+
+def _scaled(value: Any, factor: float) -> float | None:
+    number = _num(value)
+    return number * factor if number is not None else None
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "y", "yes", "1"):
+            return True
+        if word in ("false", "n", "no", "0"):
+            return False
+    return None
+
+
+def _enabled(value: Any) -> bool | None:
+    if isinstance(value, str) and value.lower() in ("enable", "disable"):
+        return value.lower() == "enable"
+    return _bool(value)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _firmware(value: Any) -> str | None:
+    text = _text(value)
+    return text.strip("'\"") or None if text else None
+
+
+WINDOWS_CHECK = tuple(_MHS_KEYS) == WINDOWS  # the catalog documents the same windows

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.simulate.fleet import LoopThread, SimFleet
+from tests.harness import Mosquitto, Probe
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One Mosquitto for the session, on a free loopback port."""
+    server = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto for one test that stops and restarts it."""
+    server = Mosquitto(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def probe(broker: Mosquitto) -> Iterator[Probe]:
+    client = Probe(broker.port)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sim_loop() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    loop.stop()
+
+
+@pytest.fixture
+def xmrig_fleet(sim_loop: LoopThread) -> Iterator[SimFleet]:
+    from agent.devices.xmrig.simulator import start_fleet
+
+    fleet = sim_loop.run(start_fleet(2, gpu=True))
+    yield fleet
+    sim_loop.run(fleet.close())

@@ -1,0 +1,258 @@
+"""The agent as a service: `edge-agent run` in a subprocess, signals, sd_notify, broker loss."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.simulate.fleet import SimFleet
+from tests.harness import (
+    REPO,
+    AgentThread,
+    Mosquitto,
+    Probe,
+    env_without_notify,
+    make_settings,
+    wait_until,
+)
+
+
+def write_config(path: Path, broker: Mosquitto, base: str, devices: list[dict[str, Any]]) -> Path:
+    lines = [
+        "[agent]",
+        'id = "svc"',
+        "jitter = 0.0",
+        "[mqtt]",
+        f'url = "{broker.url}"',
+        f'base_topic = "{base}"',
+        "[homeassistant]",
+        f'discovery_prefix = "{base}-ha"',
+        f'status_topic = "{base}-ha/status"',
+    ]
+    for device in devices:
+        lines.append("[[devices]]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in device.items())
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def rig(fleet: SimFleet, index: int) -> dict[str, Any]:
+    device = fleet.devices[index]
+    return {
+        "id": f"svc-rig{index + 1}",
+        "kind": "xmrig",
+        "url": device.url,
+        "token": device.model.token,
+        "poll_interval": "1s",
+    }
+
+
+class Service:
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.log = (config.parent / "agent.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", str(config)],
+            cwd=REPO,
+            env=env or env_without_notify(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 20) -> int:
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def service_setup(
+    tmp_path: Path, broker: Mosquitto, xmrig_fleet: SimFleet, probe: Probe
+) -> Iterator[tuple[Path, str, Probe]]:
+    base = f"svc-{tmp_path.name[-12:]}".replace("_", "-")
+    config = write_config(tmp_path / "config.toml", broker, base, [rig(xmrig_fleet, 0)])
+    probe.subscribe(f"{base}/#", f"{base}-ha/#")
+    yield config, base, probe
+
+
+def test_sigterm_publishes_offline_and_exits_zero(
+    service_setup: tuple[Path, str, Probe],
+) -> None:
+    config, base, probe = service_setup
+    service = Service(config)
+    try:
+        probe.wait_for(f"{base}/svc-rig1/availability", lambda m: m.text == "online")
+        probe.wait_for(f"{base}/bridge/svc/state", lambda m: m.text == "online")
+        mark = probe.mark()
+        service.signal(signal.SIGTERM)
+        assert service.wait() == 0
+        probe.wait_for(f"{base}/bridge/svc/state", lambda m: m.text == "offline", since=mark)
+        probe.wait_for(f"{base}/svc-rig1/availability", lambda m: m.text == "offline", since=mark)
+    finally:
+        service.kill()
+
+
+def test_sighup_adds_and_removes_devices_without_reconnecting(
+    service_setup: tuple[Path, str, Probe], broker: Mosquitto, xmrig_fleet: SimFleet
+) -> None:
+    config, base, probe = service_setup
+    service = Service(config)
+    try:
+        probe.wait_for(f"{base}/svc-rig1/availability", lambda m: m.text == "online")
+        probe.wait_for(f"{base}-ha/sensor/svc-rig1/hashrate_10s/config")
+        mark = probe.mark()
+        write_config(config, broker, base, [rig(xmrig_fleet, 1)])
+        service.signal(signal.SIGHUP)
+        probe.wait_for(f"{base}/svc-rig2/availability", lambda m: m.text == "online", since=mark)
+        probe.wait_for(
+            f"{base}-ha/sensor/svc-rig1/hashrate_10s/config", lambda m: m.payload == b"", since=mark
+        )
+        probe.wait_for(f"{base}/svc-rig1", lambda m: m.payload == b"", since=mark)
+        mark = probe.mark()
+        probe.publish(f"{base}/bridge/svc/request/health", "{}")
+        health = probe.wait_for(f"{base}/bridge/svc/response/health", since=mark).json()
+        assert health["data"]["mqtt_connects"] == 1  # the session survived the reload
+        assert health["data"]["devices"] == 1
+    finally:
+        service.signal(signal.SIGTERM)
+        service.wait()
+        service.kill()
+
+
+def test_sighup_with_a_broken_config_keeps_running(
+    service_setup: tuple[Path, str, Probe],
+) -> None:
+    config, base, probe = service_setup
+    service = Service(config)
+    try:
+        probe.wait_for(f"{base}/svc-rig1/availability", lambda m: m.text == "online")
+        good = config.read_text()
+        config.write_text(good + "\n[bogus]\nx = 1\n")
+        service.signal(signal.SIGHUP)
+        log_path = config.parent / "agent.log"
+        wait_until(lambda: b"reload refused" in log_path.read_bytes(), 10, "reload refusal")
+        mark = probe.mark()
+        probe.publish(f"{base}/bridge/svc/request/health", "{}")
+        assert (
+            probe.wait_for(f"{base}/bridge/svc/response/health", since=mark).json()["data"][
+                "devices"
+            ]
+            == 1
+        )
+    finally:
+        service.signal(signal.SIGTERM)
+        assert service.wait() == 0
+        service.kill()
+
+
+def test_invalid_config_refuses_to_start_with_every_problem(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[mqtt]\nurl = "http://nope"\n[[devices]]\nid = "Bad Id"\nkind = "xmrig"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "-c", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 78
+    assert "mqtt.url" in done.stderr
+    assert "devices[0] (Bad Id).id" in done.stderr
+    assert "devices[0] (Bad Id).url" in done.stderr
+
+
+def test_sd_notify_ready_and_watchdog(
+    service_setup: tuple[Path, str, Probe], tmp_path: Path
+) -> None:
+    config, _, _ = service_setup
+    address = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(15)
+    env = env_without_notify()
+    env.update(NOTIFY_SOCKET=address, WATCHDOG_USEC="400000")
+    service = Service(config, env)
+    try:
+        messages: list[str] = []
+        while not any("WATCHDOG=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert any("READY=1" in m for m in messages)
+        service.signal(signal.SIGTERM)
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert service.wait() == 0
+    finally:
+        listener.close()
+        service.kill()
+
+
+def test_broker_restart_resumes_state_without_duplicate_subscriptions(
+    own_broker: Mosquitto, xmrig_fleet: SimFleet
+) -> None:
+    settings = make_settings(
+        own_broker.url,
+        [{**rig(xmrig_fleet, 0), "id": "rig1"}],
+        mqtt={"reconnect_min": 1, "reconnect_max": 2},
+    )
+    base = settings.mqtt.base_topic
+    runner = AgentThread(settings)
+    probe = Probe(own_broker.port)
+    try:
+        probe.subscribe(f"{base}/#")
+        probe.wait_for(f"{base}/rig1")
+        own_broker.stop()
+        probe.close()
+        polls = runner.agent.workers["rig1"].stats.ok
+        wait_until(lambda: runner.agent.workers["rig1"].stats.ok > polls + 1, 10, "polling on")
+        own_broker.start()
+        probe = Probe(own_broker.port)
+        probe.subscribe(f"{base}/#")
+        # The restarted broker kept nothing: everything seen now was published again.
+        probe.wait_for(f"{base}/bridge/test/state", lambda m: m.text == "online")
+        probe.wait_for(f"{base}/rig1/availability", lambda m: m.text == "online")
+        probe.wait_for(f"{base}/rig1")
+        mark = probe.mark()
+        probe.publish(f"{base}/rig1/set/pause", "")
+        probe.wait_for(f"{base}/rig1/result", since=mark)
+        probe.publish(f"{base}/bridge/test/request/health", "{}")
+        probe.wait_for(f"{base}/bridge/test/response/health", since=mark)
+        results = probe.all(f"{base}/rig1/result", since=mark)
+        assert len(results) == 1  # one subscription, one result
+        assert runner.agent.link.connects == 2
+    finally:
+        probe.close()
+        runner.stop()
+
+
+def test_state_is_not_queued_while_the_broker_is_away(
+    own_broker: Mosquitto, xmrig_fleet: SimFleet
+) -> None:
+    settings = make_settings(own_broker.url, [{**rig(xmrig_fleet, 0), "id": "rig1"}])
+    base = settings.mqtt.base_topic
+    runner = AgentThread(settings)
+    try:
+        wait_until(lambda: runner.agent.workers["rig1"].stats.ok >= 1, 10, "first poll")
+        own_broker.stop()
+        polls = runner.agent.workers["rig1"].stats.ok
+        wait_until(lambda: runner.agent.workers["rig1"].stats.ok >= polls + 5, 15, "5 polls")
+        # Only the latest state per topic is kept: nothing grows with the outage.
+        assert len(runner.agent.link.client._out_messages) < 10
+        assert runner.agent.link._retained[f"{base}/rig1"]
+    finally:
+        runner.stop()
