@@ -133,7 +133,9 @@ class Probe:
         done = threading.Event()
         self.client.on_subscribe = lambda *a: done.set()
         # retainAsPublished: a live subscriber sees whether the agent set the retain flag.
-        options = SubscribeOptions(qos=1, retainAsPublished=True)
+        options: Any = 1
+        if self.protocol == mqtt.MQTTv5:
+            options = SubscribeOptions(qos=1, retainAsPublished=True)
         self.client.subscribe([(t, options) for t in topics])
         assert done.wait(10), "subscribe not acknowledged"
 

@@ -99,6 +99,8 @@ def test_blocks_found_and_confirmed_are_events(
     sim_loop.call(lambda: model(pool).advance_blocks(confirmations=100))
     confirmed = poll_now(probe, agent, lambda s: s["latest_block"]["status"] == "confirmed")
     assert confirmed.json()["latest_block"]["confirmations_left"] == 0
+    # events follow the state they belong to
+    probe.wait_for(f"{base(agent)}/pool1/event", lambda m: m.json().get("to") == "confirmed")
     moves = [
         (e["from"], e["to"])
         for e in (m.json() for m in probe.all(f"{base(agent)}/pool1/event", since=mark))

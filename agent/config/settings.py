@@ -280,8 +280,8 @@ def _validate_devices(raw: Any, where: str) -> tuple[list[DeviceConfig], set[str
             problems.extend(f"{where}: {problem}" for problem in found)
             broken.add(str(entry.get("id")))
         else:
-            first_index[device.id] = index
             devices.append(device)
+        first_index.setdefault(str(entry.get("id")), index)  # broken entries claim ids too
     return devices, broken, problems
 
 

@@ -1,0 +1,96 @@
+"""Catalogs → the README's per-kind tables (state schema, entities, commands).
+
+`python -m agent.catalog.docs README.md` rewrites the blocks between
+`<!-- catalog:KIND -->` and `<!-- /catalog:KIND -->`; a test fails when README is stale.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from agent.catalog.model import Catalog, CommandSpec, Param
+from agent.devices import KINDS
+
+_BLOCK = re.compile(r"(<!-- catalog:(\w+) -->\n).*?(<!-- /catalog:\2 -->)", re.S)
+
+
+def kind_tables(catalog: Catalog) -> str:
+    return "\n".join(
+        [
+            f"#### {catalog.title} state (`{{base}}/{{device}}`)",
+            "",
+            "| field | type | unit | meaning |",
+            "|---|---|---|---|",
+            *(
+                f"| `{f.path}` | {f.type} | {f.unit or ''} | {_cell(f.description)} |"
+                for f in catalog.fields
+            ),
+            "",
+            f"#### {catalog.title} Home Assistant entities",
+            "",
+            "| key | platform | name | unit | class | category |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| `{e.key}` | {e.platform} | {e.name or '(device)'} | {e.unit or ''} | "
+                f"{e.device_class or ''} | {e.entity_category or ''} |"
+                for e in catalog.entities
+            ),
+            "",
+            f"#### {catalog.title} commands (`{{base}}/{{device}}/set/<command>`)",
+            "",
+            "| command | parameters | plain payload | allow-list | what it does |",
+            "|---|---|---|---|---|",
+            *(_command_row(c) for c in catalog.commands),
+            "",
+        ]
+    )
+
+
+def _command_row(spec: CommandSpec) -> str:
+    params = "<br>".join(_param(p) for p in spec.params) or "—"
+    plain = f"`{spec.plain}`" if spec.plain else ("CLI only" if spec.cli_only else "any (press)")
+    gate = "required" if spec.disruptive else ""
+    return f"| `{spec.name}` | {params} | {plain} | {gate} | {_cell(spec.description)} |"
+
+
+def _param(param: Param) -> str:
+    parts = [f"`{param.name}` {param.type}"]
+    if param.minimum is not None or param.maximum is not None:
+        parts.append(f"{_num(param.minimum)}…{_num(param.maximum)}")
+    if param.choices:
+        parts.append(" / ".join(param.choices))
+    if not param.required:
+        parts.append("optional")
+    return " ".join(parts)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        kind = match.group(2)
+        body = kind_tables(KINDS[kind].catalog) if kind in KINDS else "(kind not built yet)\n"
+        return f"{match.group(1)}{body}{match.group(3)}"
+
+    return _BLOCK.sub(replace, text)
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0] if argv else "README.md")
+    text = path.read_text()
+    path.write_text(render(text))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
