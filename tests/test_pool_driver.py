@@ -250,7 +250,9 @@ def test_new_shifts_are_read_incrementally(pool: SimDevice, sim_loop: LoopThread
     sim_loop.call(lambda: [model(pool).complete_shift() for _ in range(5)])
     mark = len(model(pool).requests)
     state = driver.poll_blocking().state
-    assert [s["id"] for s in state["shifts"][:6]] == list(range(shift["id"] + 5, shift["id"] - 1, -1))
+    assert [s["id"] for s in state["shifts"][:6]] == list(
+        range(shift["id"] + 5, shift["id"] - 1, -1)
+    )
     pages = [r.query for r in requests_since(pool, mark) if r.path == "/api/pool/shifts"]
     assert pages[0] == {"max": "2", "offset": "0"} and len(pages) == 2
 
@@ -267,7 +269,12 @@ def test_workers_that_come_and_go_add_and_remove_entities(
 ) -> None:
     driver = driver_for(pool)
     before = worker_keys(driver.poll_blocking().state)
-    assert before == {"worker_rig1_hashrate", "worker_rig1_alive", "worker_rig2_hashrate", "worker_rig2_alive"}
+    assert before == {
+        "worker_rig1_hashrate",
+        "worker_rig1_alive",
+        "worker_rig2_hashrate",
+        "worker_rig2_alive",
+    }
     sim_loop.call(lambda: model(pool).add_worker("rig3", 900.0))
     state = driver.poll_blocking().state
     assert worker_keys(state) == before | {"worker_rig3_hashrate", "worker_rig3_alive"}

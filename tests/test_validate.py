@@ -201,6 +201,7 @@ def parse_on_command_topic(payload: bytes) -> Any:
         (b'{"a":' * 12_000, "nested too deeply"),  # < 64 KB, but deeper than the decoder goes
         (b'{"a":' + b"[" * 60_000, "nested too deeply"),
     ],
+    ids=["1MB", "bad-start-byte", "cut-utf8", "deep-objects", "deep-arrays"],
 )
 def test_oversized_undecodable_and_deep_payloads(parse: Any, payload: bytes, words: str) -> None:
     assert words in refused(parse, payload).message

@@ -31,7 +31,9 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 15))
 
 
-def client_for(model: Any, port: int, password: str | None = "admin", **kw: Any) -> WhatsminerClient:
+def client_for(
+    model: Any, port: int, password: str | None = "admin", **kw: Any
+) -> WhatsminerClient:
     kw.setdefault("connect_timeout", TIMEOUT)
     kw.setdefault("read_timeout", TIMEOUT)
     return WhatsminerClient("127.0.0.1", port, password, **kw)
@@ -346,7 +348,9 @@ def test_200_writes_use_one_token() -> None:
 def test_concurrent_writes_share_one_token() -> None:
     async def scenario() -> None:
         async with miner() as (model, client):
-            await asyncio.gather(*(client.write("set_power_pct", {"percent": 80}) for _ in range(20)))
+            await asyncio.gather(
+                *(client.write("set_power_pct", {"percent": 80}) for _ in range(20))
+            )
             assert model.tokens_issued == 1
 
     run(scenario)

@@ -55,6 +55,7 @@ class Agent:
             will_topic=self.topics.bridge_state,
             on_message=self._from_network_thread,
             on_connected=self._connected_from_network_thread,
+            on_disconnected=self._disconnected_from_network_thread,
         )
         self.announcer = Announcer(
             self.ctx, self.link.publish_retained, self.link.clear_retained, enabled=ha.enabled
@@ -72,6 +73,7 @@ class Agent:
         self.link.publish_retained(self.topics.bridge_state, b"online")
         for device in self.settings.devices:
             self._add_worker(device)
+        self.router.start_power()
         self.publish_info()
         self.router.announce_bridge()
         self.link.start()
@@ -273,6 +275,10 @@ class Agent:
     def _connected_from_network_thread(self) -> None:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._reannounce)
+
+    def _disconnected_from_network_thread(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.router.mqtt_lost)
 
     def _reannounce(self) -> None:
         """After a (re)connect or a Home Assistant restart: discovery, then current states."""

@@ -28,6 +28,7 @@ from agent.logs import get_logger, redact_text
 from agent.runtime.mqtt import Inbound
 
 if TYPE_CHECKING:
+    from agent.power.controller import PowerController
     from agent.runtime.agent import Agent
     from agent.runtime.worker import DeviceWorker
 
@@ -51,6 +52,7 @@ class CommandRouter:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.in_flight = 0
+        self.power: PowerController | None = None
 
     # routing ---------------------------------------------------------------------------
 
@@ -80,6 +82,39 @@ class CommandRouter:
             return
         if parts[2] == "request" and len(parts) == 4:
             self.agent.spawn(self.bridge_request(parts[3], message))
+        elif parts[2] == "power" and self.power is not None:
+            self._power(parts[3:], message)
+
+    def _power(self, rest: tuple[str, ...], message: Inbound) -> None:
+        assert self.power is not None
+        if not rest:  # our own retained state, read back once after a restart
+            self.power.restore(message.payload)
+            self.agent.link.unsubscribe(self.agent.topics.power)
+        elif rest[0] == "set" and len(rest) <= 2:
+            self.agent.spawn(self.power_request(rest[1] if len(rest) == 2 else None, message))
+
+    async def power_request(self, sub: str | None, message: Inbound) -> None:
+        assert self.power is not None
+        started = time.monotonic()
+        request = CommandRequest(f"power/{sub}" if sub else "power", {}, _transaction(message))
+        try:
+            decode_payload(message.payload)
+            data = self.power.set_request(sub, message.payload)
+            result = _result(request, started, ok=True, data=data)
+        except (AgentError, UnicodeDecodeError) as exc:
+            error = (
+                exc.as_dict()
+                if isinstance(exc, AgentError)
+                else {"code": "validation", "message": "payload is not UTF-8 text"}
+            )
+            result = _result(request, started, ok=False, error=error)
+        log.info("power request", ok=result["ok"], error=result["error"], data=result["data"])
+        payload = json.dumps(result, default=str).encode()
+        self.agent.link.publish(self.agent.topics.power + "/result", payload)
+        if message.response_topic:
+            self.agent.link.publish(
+                message.response_topic, payload, correlation_data=message.correlation_data
+            )
 
     def _ha_status(self, payload: bytes) -> None:
         if payload.strip().lower() != b"online":
@@ -137,6 +172,23 @@ class CommandRouter:
         data = await worker.execute(spec.name, params, self.agent.settings.agent.command_timeout)
         worker.poll_soon()  # show the command's effect without waiting a whole interval
         return data
+
+    async def execute_internal(
+        self, worker: DeviceWorker, command: str, params: dict[str, Any], *, transaction: str
+    ) -> dict[str, Any]:
+        """A command the agent itself sends (site power control): the same validation, the
+        same execution and the same result topic as a command from MQTT."""
+        started = time.monotonic()
+        request = CommandRequest(command, params, transaction)
+        try:
+            data = await self._execute(worker, request)
+            result = _result(request, started, ok=True, data=data)
+        except AgentError as exc:
+            result = _result(request, started, ok=False, error=exc.as_dict())
+        self._log_result(worker, result)
+        payload = redact_text(json.dumps(result, default=str)).encode()
+        self.agent.link.publish(self.agent.topics.result(worker.id), payload)
+        return result
 
     def _log_result(self, worker: DeviceWorker, result: dict[str, Any]) -> None:
         if result["ok"]:
@@ -255,17 +307,118 @@ class CommandRouter:
             ),
         ]
 
+    def power_entities(self) -> list[EntityDescription]:
+        if self.power is None:
+            return []
+        topics = self.agent.topics
+        state = {"state_topic": topics.power}
+        entities = [
+            EntityDescription(
+                "power_target",
+                "number",
+                "Site power target",
+                value="target_w",
+                unit="W",
+                device_class="power",
+                icon="mdi:transmission-tower",
+                extra={
+                    **state,
+                    "command_topic": f"{topics.power_set}/target",
+                    "min": 0,
+                    "max": max(1.0, round(self.power.fleet_max_w())),
+                    "step": 100,
+                    "mode": "box",
+                },
+            ),
+            EntityDescription(
+                "site_power",
+                "sensor",
+                "Site power",
+                value="measured_w",
+                unit="W",
+                device_class="power",
+                state_class="measurement",
+                extra=state,
+            ),
+            EntityDescription(
+                "power_ramp",
+                "select",
+                "Power ramp",
+                value="ramp",
+                entity_category="config",
+                extra={
+                    **state,
+                    "command_topic": f"{topics.power_set}/ramp",
+                    "options": ["fast", "normal"],
+                },
+            ),
+            EntityDescription(
+                "power_control",
+                "switch",
+                "Site power control",
+                value="enabled",
+                extra={**state, "command_topic": f"{topics.power_set}/enabled"},
+            ),
+        ]
+        for member in self.agent.settings.power.members:
+            entities.append(
+                EntityDescription(
+                    f"planned_{member}",
+                    "sensor",
+                    f"Planned power {member}",
+                    unit="W",
+                    device_class="power",
+                    state_class="measurement",
+                    entity_category="diagnostic",
+                    extra={
+                        **state,
+                        "value_template": _planned_template(member),
+                    },
+                )
+            )
+        return entities
+
     def announce_bridge(self) -> None:
-        self.agent.announcer.announce_bridge(self.bridge_entities(), BRIDGE_CATALOG)
+        entities = self.bridge_entities() + self.power_entities()
+        self.agent.announcer.announce_bridge(entities, BRIDGE_CATALOG)
 
     def device_polled(self, worker: DeviceWorker) -> None:
-        """Site power control listens here for fresh member readings."""
+        """Site power control reads members' states on its own tick; nothing to do here."""
+
+    def start_power(self) -> None:
+        from agent.power.controller import PowerController
+
+        if self.agent.settings.power.enabled and self.power is None:
+            self.power = PowerController(self.agent)
+            self.agent.link.subscribe(self.agent.topics.power)
+            self.power.start()
+
+    def mqtt_lost(self) -> None:
+        if self.power is not None:
+            self.power.mqtt_lost()
 
     async def reconfigure(self) -> None:
+        if self.power is not None:
+            self.power.reconfigure(self.agent.settings.power)
+        else:
+            self.start_power()
         self.announce_bridge()
 
     async def close(self) -> None:
-        """Nothing to release yet."""
+        if self.power is not None:
+            await self.power.close()
+
+
+def _planned_template(member: str) -> str:
+    return f"{{{{ value_json.members[{json.dumps(member)}].planned_w }}}}"
+
+
+def _transaction(message: Inbound) -> Any:
+    try:
+        body = json.loads(message.payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body.get("transaction") if isinstance(body, dict) else None
 
 
 def _request_body(payload: bytes) -> dict[str, Any]:

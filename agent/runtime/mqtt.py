@@ -47,11 +47,13 @@ class MqttLink:
         will_topic: str,
         on_message: Callable[[Inbound], None],
         on_connected: Callable[[], None],
+        on_disconnected: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.will_topic = will_topic
         self._on_message = on_message
         self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._retained: dict[str, bytes] = {}
         self._subscriptions: set[str] = set()
         self._lock = threading.Lock()
@@ -134,6 +136,13 @@ class MqttLink:
         if new and self.connected.is_set():
             self.client.subscribe([(t, 1) for t in new])
 
+    def unsubscribe(self, topic: str) -> None:
+        with self._lock:
+            known = topic in self._subscriptions
+            self._subscriptions.discard(topic)
+        if known and self.connected.is_set():
+            self.client.unsubscribe(topic)
+
     def publish_retained(self, topic: str, payload: bytes | str) -> None:
         data = payload.encode() if isinstance(payload, str) else payload
         self._retained[topic] = data
@@ -185,6 +194,8 @@ class MqttLink:
         self.connected.clear()
         if was_connected and not self._stopping:
             log.warning("mqtt disconnected; reconnecting", reason=str(reason))
+            if self._on_disconnected is not None:
+                self._on_disconnected()
 
     def _handle_message(
         self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage

@@ -38,6 +38,11 @@ STREAM_NOT_FOUND, CLIENT_NOT_FOUND, VHOST_NOT_FOUND = 2048, 2049, 2014
 RAW_NOT_ALLOWED, RAW_DISABLED = 1060, 1061
 FAULTS = ("malformed", "truncated", "garbage", "wrong_types", "error500", "hang")
 _ID_CHARS = string.ascii_lowercase + string.digits
+ACTIVITY_STREAMS = ("live/cam1", "live/cam2", "live/studio")
+ACTIVITY_MAX_PLAYERS = 4
+ACTIVITY_CATCH_UP = 5  # changes at most per request, however long the server sat idle
+DEMO_ACTIVITY_S = 8.0
+REQUEST_LOG_MAX = 10_000
 
 
 def _random_id(length: int) -> str:
@@ -98,6 +103,9 @@ class SrsModel:
     page_floor: int = 10  # SRS 7.0.18 reads count as max(10, count)
     kbps: int = 1000  # a new stream's publishing bitrate
     rtmp_port: int = 1935
+    # Seconds between random publisher/player changes on ACTIVITY_STREAMS (demo); 0: none.
+    activity: float = 0.0
+    activity_seed: int | None = None
     fault: str | None = None  # one of FAULTS
     fault_on: str | None = None  # only paths containing this text; None: every API reply
     server_id: str = field(default_factory=_vid)
@@ -111,6 +119,11 @@ class SrsModel:
     kicks: list[str] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path?query)
     release: asyncio.Event = field(default_factory=asyncio.Event)  # ends "hang"
+    _rng: random.Random = field(init=False, repr=False)
+    _next_change: float | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.activity_seed)
 
     # --- steering ------------------------------------------------------------------------
     def start_stream(
@@ -166,6 +179,46 @@ class SrsModel:
         self.started = time.monotonic()
         for stream in live:
             self.start_stream(stream.key, video=stream.video, audio=stream.audio, kbps=stream.kbps)
+
+    def log_request(self, method: str, path_qs: str) -> None:
+        """Kept for tests to inspect; bounded, so a long `simulate` or demo does not grow."""
+        if len(self.requests) >= REQUEST_LOG_MAX:
+            del self.requests[: REQUEST_LOG_MAX // 2]
+        self.requests.append((method, path_qs))
+
+    def tick(self, now: float | None = None) -> int:
+        """Bring the optional activity up to `now` (the simulator calls it on every request, so
+        an idle server costs nothing); returns how many changes were made."""
+        if self.activity <= 0:
+            return 0
+        now = time.monotonic() if now is None else now
+        if self._next_change is None:
+            self._next_change = now + self.activity
+        changes = 0
+        while now >= self._next_change and changes < ACTIVITY_CATCH_UP:
+            self._random_change()
+            self._next_change += self.activity
+            changes += 1
+        self._next_change = max(self._next_change, now)  # after a long pause, no burst
+        return changes
+
+    def _random_change(self) -> None:
+        """One publisher starts or stops, or one player joins or leaves."""
+        rng = self._rng
+        name = rng.choice(ACTIVITY_STREAMS)
+        stream = self.find_stream(name)
+        players = [c for c in self._clients_of(stream) if not c.publish] if stream else []
+        live = stream is not None and stream.publisher is not None
+        roll = rng.random()
+        if not live and (not players or roll < 0.6):
+            self.start_stream(name, kbps=rng.choice((800, 1500, 2500, 4000)))
+        elif not live or (roll >= 0.8 and players):
+            self.remove_client(rng.choice(players).id)  # a player gives up or leaves
+        elif roll < 0.25:
+            self.stop_stream(name)  # its players stay, waiting, until they leave
+        elif len(players) < ACTIVITY_MAX_PLAYERS:
+            kind = rng.choice(("rtmp-play", "flv-play"))
+            self.add_player(name, ip=f"192.168.1.{rng.randint(20, 250)}", client_type=kind)
 
     def find_stream(self, stream: str) -> SimStream | None:
         key = stream_key(stream)
@@ -315,7 +368,8 @@ class SrsSimulator:
         if request.transport is None:  # the peer already left
             raise web.HTTPServiceUnavailable()
         model = self.by_port[request.transport.get_extra_info("sockname")[1]]
-        model.requests.append((request.method, request.path_qs))
+        model.log_request(request.method, request.path_qs)
+        model.tick()
         if request.method == "OPTIONS":
             return _reply(b"", "")
         if model.username is not None and not _authorised(model, request):
@@ -483,7 +537,9 @@ async def start_fleet(
     """`count` SRS servers on consecutive ports from `port` (0: free ports).
 
     Options: `streams` (live streams per server at start, `live/streamN`), `players` (per
-    such stream), `ssl_context` (serve HTTPS), the rest go to SrsModel.
+    such stream), `ssl_context` (serve HTTPS), the rest go to SrsModel (`username`/`password`,
+    `raw_api`, `allow_reload`, `kbps`, `activity` seconds between random publisher and player
+    changes with `activity_seed`, `fault`/`fault_on` …).
     """
     raise_open_file_limit()
     streams, players = int(options.pop("streams", 2)), int(options.pop("players", 1))
@@ -511,3 +567,25 @@ async def start_fleet(
         await runner.cleanup()
 
     return SimFleet(kind="srs", devices=devices, closers=[close])
+
+
+def demo_config(device: SimDevice, index: int) -> dict[str, Any]:
+    """The `[[devices]]` entry the demo uses for this simulated server.
+
+    The demo is meant to show streams going live and stopping, so a server started without
+    `activity` gets the demo's pace here (the demo starts every fleet with default options).
+    """
+    model: SrsModel = device.model
+    if model.activity <= 0:
+        model.activity = DEMO_ACTIVITY_S
+    entry: dict[str, Any] = {
+        "id": f"srs-{index + 1}",
+        "kind": "srs",
+        "name": f"SRS {index + 1}",
+        "url": device.url,
+        "poll_interval": "5s",
+        "watch_streams": ["live/stream0", ACTIVITY_STREAMS[0]],
+    }
+    if model.username is not None:
+        entry.update(username=model.username, password=model.password or "")
+    return entry

@@ -12,10 +12,10 @@ import asyncio
 import json
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.devices.whatsminer import crypto
 from agent.devices.whatsminer.parse import ObjectScanner, parse_reply
@@ -103,6 +103,7 @@ _GOOD = ("S", "I", "W")  # success, informational, warning (cgminer's letters)
 AUTH_REFUSED = "wrong admin password: the miner rejected a freshly signed token"
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 class NoReplyError(ProtocolError):
@@ -247,31 +248,38 @@ class WhatsminerClient:
         if command not in WRITE_COMMANDS:
             raise UnknownCommandError(f"{command} is not a write command of the Whatsminer API")
         body = {"cmd": command, **_wire(params or {})}
-        if command == "update_pwd" and not (isinstance(body.get("new"), str) and body["new"]):
-            raise ValidationError("update_pwd needs the new password")
+        if command == "update_pwd":
+            if not (isinstance(body.get("new"), str) and body["new"]):
+                raise ValidationError("update_pwd needs the new password")
+            body["old"] = body.get("old") or self._password or ""
+        msg = await self._signed(lambda token: self._write_with(token, body))
+        if command == "update_pwd":
+            self._rekey(str(body["new"]))
+        return msg
+
+    async def _signed(self, attempt: Callable[[Token], Awaitable[T]]) -> T:
+        """Run `attempt` with the device's token; on code 135 fetch one more and retry once.
+        A freshly fetched token that is refused means the password is wrong."""
         token, fresh = await self._current_token()
         try:
-            msg = await self._write_with(token, body)
+            return await attempt(token)
         except DeviceError as exc:
             if exc.device_code != 135:
                 raise
             if fresh:
                 raise AuthError(AUTH_REFUSED, device_code=135) from None
             self._forget(token)
-            token, _ = await self._current_token()
-            try:
-                msg = await self._write_with(token, body)
-            except DeviceError as retry_exc:
-                if retry_exc.device_code == 135:
-                    raise AuthError(AUTH_REFUSED, device_code=135) from None
-                raise
-        if command == "update_pwd":
-            self._rekey(str(body["new"]))
-        return msg
+        token, _ = await self._current_token()
+        try:
+            return await attempt(token)
+        except DeviceError as exc:
+            if exc.device_code == 135:
+                raise AuthError(AUTH_REFUSED, device_code=135) from None
+            raise
 
     async def update_password(self, new: str, old: str | None = None) -> Any:
         """update_pwd; later writes sign with the new password."""
-        return await self.write("update_pwd", {"old": old or self._password or "", "new": new})
+        return await self.write("update_pwd", {"old": old, "new": new})
 
     async def _write_with(self, token: Token, body: dict[str, Any]) -> Any:
         payload = crypto.encrypt_command({**body, "token": token.sign}, token.aeskey)
@@ -354,7 +362,13 @@ class WhatsminerClient:
     async def _upload(
         self, command: str, path: Path, size: int, progress: Progress | None
     ) -> dict[str, Any]:
-        token, _ = await self._current_token()
+        return await self._signed(
+            lambda token: self._upload_with(token, command, path, size, progress)
+        )
+
+    async def _upload_with(
+        self, token: Token, command: str, path: Path, size: int, progress: Progress | None
+    ) -> dict[str, Any]:
         payload = crypto.encrypt_command({"cmd": command, "token": token.sign}, token.aeskey)
         reader, writer = await self._open()
         try:
@@ -399,13 +413,15 @@ class WhatsminerClient:
         self, sink: Callable[[bytes], object], progress: Progress | None = None
     ) -> int:
         """download_logs: the reply's `logfilelen`, then that many bytes passed to `sink`."""
-        token, _ = await self._current_token()
-        payload = crypto.encrypt_command(
-            {"cmd": "download_logs", "token": token.sign}, token.aeskey
-        )
+        return await self._signed(lambda token: self._download_with(token, sink, progress))
+
+    async def _download_with(
+        self, token: Token, sink: Callable[[bytes], object], progress: Progress | None
+    ) -> int:
+        command = {"cmd": "download_logs", "token": token.sign}
         reader, writer = await self._open()
         try:
-            await self._send(writer, payload)
+            await self._send(writer, crypto.encrypt_command(command, token.aeskey))
             head, rest = await self._read_object(reader)
             msg = self._decode(parse_reply(head), token, "download_logs").get("Msg")
             length = _log_length(msg, self.where)

@@ -20,7 +20,8 @@ from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.errors import DeviceError, ProtocolError, ValidationError
 
 FAST_READS = ("summary", "pools", "edevs")
-_MHS_KEYS = {"5s": "MHS 5s", "1m": "MHS 1m", "5m": "MHS 5m", "15m": "MHS 15m", "avg": "MHS av"}
+# The catalog's hash rate windows → the API's keys ("MHS av" is the average since start).
+_MHS_KEYS = dict(zip(WINDOWS, ("MHS 5s", "MHS 1m", "MHS 5m", "MHS 15m", "MHS av"), strict=True))
 _NETWORK_KEYS = ("ip", "proto", "netmask", "gateway", "dns", "hostname", "mac")
 # Commands after which the miner may drop the connection instead of answering.
 _RESTARTING = frozenset({"reboot", "factory_reset", "net_config"})
@@ -467,6 +468,3 @@ def _text(value: Any) -> str | None:
 def _firmware(value: Any) -> str | None:
     text = _text(value)
     return text.strip("'\"") or None if text else None
-
-
-WINDOWS_CHECK = tuple(_MHS_KEYS) == WINDOWS  # the catalog documents the same windows

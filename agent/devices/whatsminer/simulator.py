@@ -144,6 +144,7 @@ class WhatsminerModel:
     write_api: bool = True
     quirks: set[str] = field(default_factory=set)
     fault: str | None = None
+    unsupported: set[str] = field(default_factory=set)  # commands this firmware lacks (→ 14)
     truncate_at: int = 160
     firmware_command: str = "update_firmware"  # the other name is refused with 14
     cooling: str = "air"  # "air": set_target_freq only lowers; v2 refused in high mode
@@ -312,6 +313,8 @@ class WhatsminerModel:
 
     def _read(self, command: str, request: dict[str, Any], ip: str) -> Reply:
         t = self.now()
+        if command in self.unsupported or set(command.split("+")) & self.unsupported:
+            return self._plain_error(14, "invalid API command or data")
         if "+" in command:
             parts = command.split("+")
             if not all(p in self._CG_READS for p in parts):
@@ -642,7 +645,7 @@ class WhatsminerModel:
         aeskey = self.aeskey  # update_pwd answers with the key it was asked with
         try:
             handler = self._WRITES.get(name) if isinstance(name, str) else None
-            if handler is None:
+            if handler is None or name in self.unsupported:
                 raise RefusalError(14, "invalid API command or data")
             msg, then = handler(self, command, t)
         except RefusalError as refusal:
@@ -938,12 +941,10 @@ class WhatsminerModel:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.now() < self.reboot_until:
-            return  # rebooting: the port accepts and drops, nothing answers
         async with asyncio.timeout(self.idle_timeout):
             data = await _read_request(reader)
-        if not data:
-            return
+        if not data or self.now() < self.reboot_until:
+            return  # rebooting: the request is read and dropped, nothing answers
         if self.fault is not None:
             await self._misbehave(writer)
             return

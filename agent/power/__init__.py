@@ -1,0 +1,1 @@
+"""Site power control: one power budget for the whole fleet (design §9)."""

@@ -1,0 +1,460 @@
+"""Site power control (design §9): steer the members' measured power to one target.
+
+Once a second the controller reads the members' latest polled power, learns how each miner
+lands (its power at 100 % and the ratio of measured to expected at the percent it was given),
+plans with `agent.power.plan.allocate`, and writes only what differs from what it last wrote,
+through the normal command path (each write gets a normal result on the device's result topic).
+It never uses writes that restart btminer (power modes, adjust_power_limit) and never touches a
+device outside `members`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent.config.settings import PowerSection
+from agent.errors import AgentError, ValidationError
+from agent.logs import get_logger
+from agent.power.plan import Assignment, MemberModel, allocate, fleet_max_w
+
+if TYPE_CHECKING:
+    from agent.runtime.agent import Agent
+    from agent.runtime.worker import DeviceWorker
+
+log = get_logger("power")
+
+TICK_S = 1.0
+SETTLE_FAST_S = 4.0  # set_power_pct lands within about a second; polls lag a few more
+SETTLE_NORMAL_S = 300.0  # set_power_pct_v2 ramps over minutes
+SETTLED_BAND = 0.03  # ±3 % of target counts as settled
+PREHEAT_POLL_S = 2.0
+PREHEAT_MAX_S = 600.0
+DEFAULT_STANDBY_W = 20.0
+GAIN_LIMITS = (0.7, 1.3)
+INTEGRAL_LIMIT = 0.1  # site-level correction stays within ±10 % of the target
+
+
+@dataclass(slots=True)
+class MemberTrack:
+    """The controller's memory of one member: what it wrote and what it learned."""
+
+    model: MemberModel
+    written_percent: int | None = None
+    written_awake: bool | None = None
+    last_write: float = float("-inf")
+    busy: bool = False
+    preheat_started: float | None = None
+    reported_w: float | None = None
+    online: bool = False
+    learned: bool = False
+    note: str | None = None
+
+
+class PowerController:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.config: PowerSection = agent.settings.power
+        self.enabled = self.config.enabled
+        self.ramp = self.config.ramp
+        self.target_w: float | None = None
+        self.tracks: dict[str, MemberTrack] = {}
+        self.integral_w = 0.0
+        self.restored = False
+        self.started = time.monotonic()
+        self._writes = 0
+        self._last_payload: bytes | None = None
+        self._last_publish = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="power")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def reconfigure(self, config: PowerSection) -> None:
+        self.config = config
+        for gone in set(self.tracks) - set(config.members):
+            del self.tracks[gone]
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception:  # a bad reading must not end site control
+                log.exception("power step failed")
+            await asyncio.sleep(TICK_S)
+
+    # inputs ----------------------------------------------------------------------------
+
+    def restore(self, payload: bytes) -> None:
+        """The retained power state from before a restart: resume without rewriting."""
+        if self.restored or not payload:
+            return
+        self.restored = True
+        try:
+            saved = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(saved, dict):
+            return
+        target = saved.get("target_w")
+        self.target_w = float(target) if isinstance(target, int | float) else None
+        ramp = saved.get("ramp")
+        if ramp in ("fast", "normal"):
+            self.ramp = ramp
+        self.enabled = bool(saved.get("enabled", self.enabled))
+        for member_id, entry in (saved.get("members") or {}).items():
+            if member_id in self.config.members and isinstance(entry, dict):
+                self._restore_member(member_id, entry)
+        log.info("power control resumed", target_w=self.target_w, ramp=self.ramp)
+
+    def _restore_member(self, member_id: str, entry: dict[str, Any]) -> None:
+        track = self.tracks.get(member_id) or self._new_track(member_id)
+        if track is None:
+            return
+        percent = entry.get("planned_percent")
+        track.written_percent = percent if isinstance(percent, int) else None
+        track.written_awake = entry.get("awake") if isinstance(entry.get("awake"), bool) else None
+        full = entry.get("full_w")
+        if isinstance(full, int | float) and full > 0:
+            track.model.full_w = float(full)
+            track.learned = True
+        self.tracks[member_id] = track
+
+    def set_request(self, sub: str | None, payload: bytes) -> dict[str, Any]:
+        """`power/set` (number, null or JSON) and `power/set/{target,ramp,enabled}`."""
+        text = payload.decode("utf-8", errors="strict").strip() if payload else ""
+        if sub in (None, "target"):
+            return self._set_target_text(text)
+        if sub == "ramp":
+            return self._apply({"ramp": text})
+        if sub == "enabled":
+            word = text.lower()
+            if word not in ("on", "off", "true", "false"):
+                raise ValidationError(f"enabled must be ON or OFF, got {text!r}")
+            self.enabled = word in ("on", "true")
+            if not self.enabled:
+                self.integral_w = 0.0
+            return {"enabled": self.enabled}
+        raise ValidationError(f"unknown power setting {sub!r}; use target, ramp or enabled")
+
+    def _set_target_text(self, text: str) -> dict[str, Any]:
+        if text.startswith("{"):
+            try:
+                body = json.loads(text)
+            except ValueError as exc:
+                raise ValidationError(f"power/set: not valid JSON: {exc}") from None
+            if not isinstance(body, dict):
+                raise ValidationError("power/set: expected a JSON object")
+            return self._apply({k: v for k, v in body.items() if k != "transaction"})
+        if text.lower() in ("null", "none", ""):
+            return self._apply({"target_w": None})
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValidationError(f"power target must be watts or null, got {text!r}") from None
+        return self._apply({"target_w": value})
+
+    def _apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(body) - {"target_w", "ramp", "enabled"}
+        if unknown:
+            raise ValidationError(f"power/set: unknown field(s) {', '.join(sorted(unknown))}")
+        if "ramp" in body and body["ramp"] not in ("fast", "normal"):
+            raise ValidationError(f"ramp must be fast or normal, got {body['ramp']!r}")
+        if "target_w" in body:
+            self._check_target(body["target_w"])
+        if "enabled" in body:
+            if not isinstance(body["enabled"], bool):
+                raise ValidationError("enabled must be true or false")
+            self.enabled = body["enabled"]
+        self.ramp = body.get("ramp", self.ramp)
+        if "target_w" in body:
+            self.target_w = None if body["target_w"] is None else float(body["target_w"])
+            self.integral_w = 0.0
+            log.info("power target", target_w=self.target_w, ramp=self.ramp)
+        return {"target_w": self.target_w, "ramp": self.ramp, "enabled": self.enabled}
+
+    def _check_target(self, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"target_w must be a number of watts, got {value!r}")
+        if math.isnan(value) or math.isinf(value):
+            raise ValidationError("target_w must be a finite number of watts")
+        if value < 0:
+            raise ValidationError(f"target_w cannot be negative, got {value:g}")
+        maximum = self.fleet_max_w()
+        if maximum and value > maximum:
+            raise ValidationError(
+                f"target_w {value:g} W is above what the members can draw ({maximum:.0f} W)"
+            )
+
+    def fleet_max_w(self) -> float:
+        return fleet_max_w(t.model for t in self.tracks.values())
+
+    def mqtt_lost(self) -> None:
+        if self.config.on_mqtt_loss == "release" and self.target_w is not None:
+            log.warning("mqtt lost: releasing site power control (on_mqtt_loss = release)")
+            self.target_w = None
+
+    # the control step ------------------------------------------------------------------
+
+    async def step(self) -> None:
+        now = time.monotonic()
+        self._observe(now)
+        if self.enabled and self._ready(now):
+            self._steer(now)
+        self._publish(now)
+
+    def _ready(self, now: float) -> bool:
+        # Give the retained state a moment to arrive after a restart before writing anything.
+        return self.restored or now - self.started > 3.0
+
+    def _observe(self, now: float) -> None:
+        for member_id in self.config.members:
+            worker = self.agent.workers.get(member_id)
+            track = self.tracks.get(member_id) or self._new_track(member_id)
+            if worker is None or track is None:
+                continue
+            self.tracks[member_id] = track
+            self._read(track, worker, now)
+
+    def _new_track(self, member_id: str) -> MemberTrack | None:
+        worker = self.agent.workers.get(member_id)
+        if worker is None:
+            return None
+        nominal = getattr(worker.config, "nominal_w", None)
+        switch_only = worker.config.kind == "xmrig"
+        model = MemberModel(
+            id=member_id,
+            switch_only=switch_only,
+            full_w=float(nominal or 0.0),
+            floor_percent=float(self.config.min_percent),
+            standby_w=0.0 if switch_only else DEFAULT_STANDBY_W,
+            efficiency_j_th=math.inf if switch_only else 50.0,
+        )
+        return MemberTrack(model=model, learned=switch_only and bool(nominal))
+
+    def _read(self, track: MemberTrack, worker: DeviceWorker, now: float) -> None:
+        state = worker.state or {}
+        track.online = bool(worker.available) and bool(state)
+        if not track.online:
+            track.note = "offline: left out of the site sum"
+            return
+        track.note = None
+        mining = bool(state.get("mining", True))
+        model = track.model
+        model.awake = mining
+        if model.switch_only:
+            track.reported_w = model.full_w if mining else 0.0
+            return
+        power = state.get("power_w")
+        if not isinstance(power, int | float):
+            return
+        track.reported_w = float(power)
+        efficiency = state.get("efficiency_j_th")
+        if isinstance(efficiency, int | float) and efficiency > 0 and mining:
+            model.efficiency_j_th = float(efficiency)
+        self._learn(track, float(power), mining, now)
+
+    def _learn(self, track: MemberTrack, power: float, mining: bool, now: float) -> None:
+        model = track.model
+        settle = SETTLE_FAST_S if self.ramp == "fast" else SETTLE_NORMAL_S
+        if not mining:
+            if now - track.last_write > settle:
+                model.standby_w = power
+            return
+        percent = track.written_percent
+        if not track.learned and (percent is None or percent == 100):
+            model.full_w = power  # the stable mining power that percents refer to
+            track.learned = True
+            return
+        if percent is None or now - track.last_write < settle or model.full_w <= 0:
+            return
+        expected = model.full_w * percent / 100
+        ratio = power / expected if expected > 0 else 1.0
+        model.gain = min(GAIN_LIMITS[1], max(GAIN_LIMITS[0], 0.5 * model.gain + 0.5 * ratio))
+
+    def _steer(self, now: float) -> None:
+        online = [t for t in self.tracks.values() if t.online and t.model.full_w > 0]
+        if not online:
+            return
+        if self.target_w is None:
+            self._release(online, now)
+            return
+        self._integrate(online, now)
+        target = self.target_w + self.integral_w
+        plan = allocate(max(0.0, target), [t.model for t in online])
+        over = self.measured_w() > self.target_w * (1 + self.config.deadband_percent / 100)
+        for track in online:
+            self._drive(track, plan[track.model.id], now, urgent=over)
+
+    def _integrate(self, online: list[MemberTrack], now: float) -> None:
+        """Correct what per-miner gains cannot explain, once every member has settled."""
+        settle = SETTLE_FAST_S if self.ramp == "fast" else SETTLE_NORMAL_S
+        assert self.target_w is not None
+        if any(t.busy or now - t.last_write < settle for t in online):
+            return
+        error = self.target_w - self.measured_w()
+        if abs(error) <= self.target_w * self.config.deadband_percent / 100:
+            return
+        limit = INTEGRAL_LIMIT * self.target_w
+        self.integral_w = max(-limit, min(limit, self.integral_w + 0.5 * error))
+
+    def _release(self, online: list[MemberTrack], now: float) -> None:
+        for track in online:
+            if track.written_awake is False or (track.written_percent or 100) < 100:
+                full = Assignment(
+                    True, None if track.model.switch_only else 100, track.model.full_w
+                )
+                self._drive(track, full, now, urgent=False)
+
+    def _drive(self, track: MemberTrack, want: Assignment, now: float, *, urgent: bool) -> None:
+        if track.busy:
+            return
+        held = now - track.last_write < self.config.hold
+        reducing = not want.awake or (want.percent or 100) < (track.written_percent or 100)
+        if held and not (urgent and reducing):
+            return
+        model = track.model
+        if not want.awake and model.awake:
+            self._spawn(track, self._sleep(track))
+        elif want.awake and not model.awake:
+            self._spawn(track, self._wake(track, want.percent))
+        elif want.awake and want.percent is not None and want.percent != track.written_percent:
+            self._spawn(track, self._set_percent(track, want.percent))
+
+    def _spawn(self, track: MemberTrack, coro: Any) -> None:
+        track.busy = True
+        task = self.agent.spawn(coro)
+        task.add_done_callback(lambda _: setattr(track, "busy", False))
+
+    # writes (each a normal command with a normal result) --------------------------------
+
+    async def _command(self, track: MemberTrack, command: str, params: dict[str, Any]) -> Any:
+        worker = self.agent.workers.get(track.model.id)
+        if worker is None:
+            raise AgentError(f"{track.model.id} is no longer configured")
+        self._writes += 1
+        track.last_write = time.monotonic()
+        return await self.agent.router.execute_internal(
+            worker, command, params, transaction=f"power-{self._writes}"
+        )
+
+    async def _set_percent(self, track: MemberTrack, percent: int) -> None:
+        command = "set_power_pct" if self.ramp == "fast" else "set_power_pct_v2"
+        if await self._ok(track, command, {"percent": percent}):
+            track.written_percent = percent
+            track.written_awake = True
+
+    async def _sleep(self, track: MemberTrack) -> None:
+        command = "pause" if track.model.switch_only else "power_off"
+        if await self._ok(track, command, {}):
+            track.written_awake = False
+            track.model.awake = False
+
+    async def _wake(self, track: MemberTrack, percent: int | None) -> None:
+        if track.model.switch_only:
+            if await self._ok(track, "resume", {}):
+                track.written_awake = True
+                track.model.awake = True
+            return
+        if not await self._preheat(track):
+            return
+        if await self._ok(track, "power_on", {}):
+            track.written_awake = True
+            track.model.awake = True
+            track.preheat_started = None
+            if percent is not None and percent < 100:
+                await self._set_percent(track, percent)
+            else:
+                track.written_percent = 100
+
+    async def _preheat(self, track: MemberTrack) -> bool:
+        """pre_power_on until the miner says `complete` (or it has waited long enough)."""
+        track.preheat_started = track.preheat_started or time.monotonic()
+        while time.monotonic() - track.preheat_started < PREHEAT_MAX_S:
+            result = await self._command(track, "pre_power_on", {})
+            if not result["ok"]:
+                track.note = f"pre_power_on failed: {result['error']['message']}"
+                return False
+            if _complete(result.get("data")):
+                return True
+            await asyncio.sleep(PREHEAT_POLL_S)
+        return True  # preheating only speeds power_on up; waking must not hang forever
+
+    async def _ok(self, track: MemberTrack, command: str, params: dict[str, Any]) -> bool:
+        result = await self._command(track, command, params)
+        if not result["ok"]:
+            track.note = f"{command} failed: {result['error']['message']}"
+        return bool(result["ok"])
+
+    # state -----------------------------------------------------------------------------
+
+    def measured_w(self) -> float:
+        return sum(t.reported_w or 0.0 for t in self.tracks.values() if t.online)
+
+    def snapshot(self) -> dict[str, Any]:
+        measured = self.measured_w()
+        target = self.target_w
+        settled = (
+            target is not None
+            and abs(measured - target) <= SETTLED_BAND * max(target, 1.0)
+            and not any(t.busy for t in self.tracks.values())
+        )
+        return {
+            "enabled": self.enabled,
+            "target_w": target,
+            "measured_w": round(measured, 1),
+            "ramp": self.ramp,
+            "settled": settled,
+            "error_w": None if target is None else round(measured - target, 1),
+            "fleet_max_w": round(self.fleet_max_w(), 1),
+            "writes": self._writes,
+            "members": {mid: _member_view(t) for mid, t in sorted(self.tracks.items())},
+        }
+
+    def _publish(self, now: float) -> None:
+        payload = json.dumps(self.snapshot(), separators=(",", ":")).encode()
+        if payload != self._last_payload or now - self._last_publish > 30:
+            self._last_payload = payload
+            self._last_publish = now
+            self.agent.link.publish_retained(self.agent.topics.power, payload)
+
+
+def _member_view(track: MemberTrack) -> dict[str, Any]:
+    model = track.model
+    planned_w = None
+    if track.written_awake is False:
+        planned_w = model.standby_w
+    elif track.written_percent is not None and not model.switch_only:
+        planned_w = round(model.full_w * track.written_percent / 100 * model.gain, 1)
+    elif model.switch_only:
+        planned_w = model.full_w
+    return {
+        "online": track.online,
+        "awake": track.written_awake if track.written_awake is not None else model.awake,
+        "planned_percent": track.written_percent,
+        "planned_w": planned_w,
+        "reported_w": track.reported_w,
+        "full_w": round(model.full_w, 1),
+        "efficiency_j_th": None if math.isinf(model.efficiency_j_th) else model.efficiency_j_th,
+        "note": track.note,
+    }
+
+
+def _complete(data: Any) -> bool:
+    if isinstance(data, dict):
+        value = data.get("complete")
+        return value is True or str(value).lower() == "true"
+    return False
