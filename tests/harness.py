@@ -210,8 +210,18 @@ class AgentThread:
     def stop(self) -> None:
         if not self.future.done():
             self.agent.loop.call_soon_threadsafe(self.agent.request_stop)  # type: ignore[union-attr]
-            self.future.result(20)
+            try:
+                self.future.result(20)
+            except TimeoutError:
+                self.loop_thread.loop.call_soon_threadsafe(_dump_tasks, self.loop_thread.loop)
+                time.sleep(1)
+                raise
         self.loop_thread.stop()
+
+
+def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(limit=8)
 
 
 def make_settings(broker_url: str, devices: list[dict[str, Any]], **sections: Any) -> Settings:
@@ -219,7 +229,12 @@ def make_settings(broker_url: str, devices: list[dict[str, Any]], **sections: An
     session broker never see each other's retained messages."""
     unique = uuid.uuid4().hex[:8]
     agent = {"id": "test", "jitter": 0.0, **sections.pop("agent", {})}
-    mqtt_section = {"url": broker_url, "base_topic": f"ea-{unique}", **sections.pop("mqtt", {})}
+    mqtt_section = {
+        "url": broker_url,
+        "base_topic": f"ea-{unique}",
+        "client_id": f"edge-agent-test-{unique}",
+        **sections.pop("mqtt", {}),
+    }
     ha = {
         "discovery_prefix": f"ha-{unique}",
         "status_topic": f"ha-{unique}/status",

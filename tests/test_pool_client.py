@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.devices.pool.client import BackoffError, PoolClient, retry_after_seconds
+from agent.devices.pool.client import AuthMode, BackoffError, PoolClient, retry_after_seconds
 from agent.devices.pool.simulator import MALFORMED_MODES, PoolModel, start_fleet
 from agent.errors import (
     AgentError,
@@ -145,7 +145,7 @@ def test_user_data_without_a_key_fails_before_sending(pool: SimDevice) -> None:
 
 
 @pytest.mark.parametrize("auth", ["header", "basic", "query"])
-def test_connection_errors_never_carry_the_key(auth: str) -> None:
+def test_connection_errors_never_carry_the_key(auth: AuthMode) -> None:
     client = PoolClient("http://127.0.0.1:9", api_key=KEY, auth=auth, timeout=1.0)
     with pytest.raises(UnreachableError) as caught:
         client.user()

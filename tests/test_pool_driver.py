@@ -13,7 +13,13 @@ from agent.devices import KINDS
 from agent.devices.pool.client import BackoffError
 from agent.devices.pool.config import PoolConfig
 from agent.devices.pool.driver import PoolDriver
-from agent.devices.pool.simulator import PoolModel, RequestRecord, start_fleet
+from agent.devices.pool.simulator import (
+    START_TIME,
+    PoolModel,
+    RequestRecord,
+    demo_config,
+    start_fleet,
+)
 from agent.errors import AuthError, ProtocolError, UnknownCommandError
 from agent.simulate.fleet import LoopThread, SimDevice
 
@@ -359,3 +365,67 @@ def test_a_malformed_block_after_the_baseline_is_an_error_not_an_event(
 def test_the_api_is_read_only(pool: SimDevice) -> None:
     with pytest.raises(UnknownCommandError, match="read-only"):
         driver_for(pool).execute_blocking("refresh", {})
+
+
+# -- a pool that keeps moving -------------------------------------------------------------
+
+
+def test_the_driver_follows_a_moving_pool_without_missing_or_repeating_anything(
+    pool: SimDevice, sim_loop: LoopThread
+) -> None:
+    driver = driver_for(pool)
+    state = driver.poll_blocking().state
+    statuses = {b["id"]: b["status"] for b in state["blocks"]}
+    found: list[int] = []
+    moves = 0
+    for _ in range(150):
+        sim_loop.call(lambda: model(pool).step(seconds=60))
+        result = driver.poll_blocking()
+        for event in result.events:
+            block = event["block"]
+            if event["type"] == "block_found":
+                assert block["id"] not in statuses
+                found.append(block["id"])
+            else:
+                assert statuses[block["id"]] == event["from"] != event["to"] == block["status"]
+                moves += 1
+            statuses[block["id"]] = block["status"]
+    served = sim_loop.call(lambda: json.loads(json.dumps(model(pool).blocks[:10])))
+    state = result.state
+    assert [(b["id"], b["status"], b["confirmations_left"]) for b in state["blocks"]] == [
+        (b["id"], b["status"], b["confirmations_left"]) for b in served
+    ]
+    assert found, "150 steps of a live pool found no block: the simulator is too quiet"
+    assert moves >= len(found), "found blocks were never seen moving on"
+    workers = sim_loop.call(lambda: {w["name"] for w in model(pool).users["alice"]["workers"]})
+    assert set(state["user"]["workers"]) == workers
+    assert state["shifts"][0]["id"] == sim_loop.call(lambda: model(pool).shifts[0]["id"])
+
+
+def test_the_demo_entry_is_a_valid_polite_config_of_a_live_pool(
+    pool: SimDevice, sim_loop: LoopThread
+) -> None:
+    entry = demo_config(pool, 0)
+    config = PoolConfig.model_validate(entry)
+    assert config.warnings() == [] and config.api_key is not None
+    assert model(pool).live == 10.0
+    sim_loop.call(lambda: setattr(model(pool), "live", 0.01))
+    driver = PoolDriver(config)
+    for _ in range(500):  # each poll is a few requests; the pool steps as wall time passes
+        driver.poll_blocking()
+        if sim_loop.call(lambda: model(pool).now) > START_TIME:
+            break
+    assert sim_loop.call(lambda: model(pool).now) > START_TIME
+
+
+def test_a_fleet_serves_independent_pools(sim_loop: LoopThread) -> None:
+    fleet = sim_loop.run(start_fleet(2, api_key=KEY))
+    try:
+        first, second = fleet.devices
+        assert first.port != second.port
+        sim_loop.call(lambda: first.model.find_block())
+        one = driver_for(first).poll_blocking().state
+        two = driver_for(second).poll_blocking().state
+        assert one["latest_block"]["id"] == two["latest_block"]["id"] + 1
+    finally:
+        sim_loop.run(fleet.close())

@@ -9,6 +9,7 @@ publishes what they return and turns what they raise (agent.errors) into results
 from __future__ import annotations
 
 import asyncio
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,18 +47,31 @@ class Driver(ABC, Generic[ConfigT]):
 class BlockingDriver(Driver[ConfigT]):
     """A driver over a blocking client (requests): its calls run on the agent's worker threads.
 
-    The runtime serialises calls per device, so a blocking driver never sees two at once.
+    The runtime serialises calls per device, but when it gives up waiting on one (a timeout)
+    the thread still runs; the lock here keeps the next call from using the same HTTP session
+    until that thread is done.
     """
 
+    def __init__(self, config: ConfigT) -> None:
+        super().__init__(config)
+        self._io = threading.Lock()
+
     async def poll(self) -> PollResult:
-        result: PollResult = await _in_thread(self.poll_blocking)
+        result: PollResult = await _in_thread(self._serialised(self.poll_blocking))
         return result
 
     async def execute(self, command: str, params: dict[str, Any]) -> Any:
-        return await _in_thread(lambda: self.execute_blocking(command, params))
+        return await _in_thread(self._serialised(lambda: self.execute_blocking(command, params)))
 
     async def close(self) -> None:
         await _in_thread(self.close_blocking)
+
+    def _serialised(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with self._io:
+                return call()
+
+        return run
 
     @abstractmethod
     def poll_blocking(self) -> PollResult: ...

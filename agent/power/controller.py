@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 log = get_logger("power")
 
 TICK_S = 1.0
-SETTLE_FAST_S = 4.0  # set_power_pct lands within about a second; polls lag a few more
-SETTLE_NORMAL_S = 300.0  # set_power_pct_v2 ramps over minutes
+LAND_FAST_S = 1.5  # set_power_pct lands within about a second
+LAND_NORMAL_S = 300.0  # set_power_pct_v2 ramps over minutes
 SETTLED_BAND = 0.03  # ±3 % of target counts as settled
 PREHEAT_POLL_S = 2.0
 PREHEAT_MAX_S = 600.0
@@ -46,12 +46,14 @@ class MemberTrack:
     model: MemberModel
     written_percent: int | None = None
     written_awake: bool | None = None
-    last_write: float = float("-inf")
+    last_write: float = float("-inf")  # monotonic, for hold
+    last_write_wall: float = float("-inf")  # wall clock, to compare with poll times
     busy: bool = False
     preheat_started: float | None = None
     reported_w: float | None = None
     online: bool = False
     learned: bool = False
+    settled: bool = False  # the latest reading reflects the latest write
     note: str | None = None
 
 
@@ -227,7 +229,7 @@ class PowerController:
             if worker is None or track is None:
                 continue
             self.tracks[member_id] = track
-            self._read(track, worker, now)
+            self._read(track, worker)
 
     def _new_track(self, member_id: str) -> MemberTrack | None:
         worker = self.agent.workers.get(member_id)
@@ -245,11 +247,12 @@ class PowerController:
         )
         return MemberTrack(model=model, learned=switch_only and bool(nominal))
 
-    def _read(self, track: MemberTrack, worker: DeviceWorker, now: float) -> None:
+    def _read(self, track: MemberTrack, worker: DeviceWorker) -> None:
         state = worker.state or {}
         track.online = bool(worker.available) and bool(state)
         if not track.online:
-            track.note = "offline: left out of the site sum"
+            waiting = worker.available is None
+            track.note = "no reading yet" if waiting else "offline: left out of the site sum"
             return
         track.note = None
         mining = bool(state.get("mining", True))
@@ -257,21 +260,30 @@ class PowerController:
         model.awake = mining
         if model.switch_only:
             track.reported_w = model.full_w if mining else 0.0
+            track.settled = not track.busy
             return
         power = state.get("power_w")
         if not isinstance(power, int | float):
             return
         track.reported_w = float(power)
         efficiency = state.get("efficiency_j_th")
-        if isinstance(efficiency, int | float) and efficiency > 0 and mining:
+        at_full = track.written_percent in (None, 100)
+        if isinstance(efficiency, int | float) and efficiency > 0 and mining and at_full:
+            # Only at full power: throttled miners look less efficient, and a merit order
+            # that moved with the throttle would make the controller flap.
             model.efficiency_j_th = float(efficiency)
-        self._learn(track, float(power), mining, now)
+        self._learn(track, float(power), mining, worker.stats.last_success or 0.0)
 
-    def _learn(self, track: MemberTrack, power: float, mining: bool, now: float) -> None:
+    def _landed(self, track: MemberTrack, polled_at: float) -> bool:
+        """The reading was taken after the last write had time to take effect."""
+        land = LAND_FAST_S if self.ramp == "fast" else LAND_NORMAL_S
+        return polled_at - track.last_write_wall >= land and not track.busy
+
+    def _learn(self, track: MemberTrack, power: float, mining: bool, polled_at: float) -> None:
         model = track.model
-        settle = SETTLE_FAST_S if self.ramp == "fast" else SETTLE_NORMAL_S
+        track.settled = self._landed(track, polled_at)
         if not mining:
-            if now - track.last_write > settle:
+            if track.settled:
                 model.standby_w = power
             return
         percent = track.written_percent
@@ -279,7 +291,7 @@ class PowerController:
             model.full_w = power  # the stable mining power that percents refer to
             track.learned = True
             return
-        if percent is None or now - track.last_write < settle or model.full_w <= 0:
+        if percent is None or not track.settled or model.full_w <= 0:
             return
         expected = model.full_w * percent / 100
         ratio = power / expected if expected > 0 else 1.0
@@ -292,24 +304,29 @@ class PowerController:
         if self.target_w is None:
             self._release(online, now)
             return
-        self._integrate(online, now)
+        if abs(self.measured_w() - self.target_w) <= self._deadband_w():
+            return  # on target: corrections inside the deadband would only flap
         target = self.target_w + self.integral_w
         plan = allocate(max(0.0, target), [t.model for t in online])
         over = self.measured_w() > self.target_w * (1 + self.config.deadband_percent / 100)
-        for track in online:
-            self._drive(track, plan[track.model.id], now, urgent=over)
+        wrote = [self._drive(track, plan[track.model.id], now, urgent=over) for track in online]
+        if not any(wrote):
+            self._integrate(online)
 
-    def _integrate(self, online: list[MemberTrack], now: float) -> None:
-        """Correct what per-miner gains cannot explain, once every member has settled."""
-        settle = SETTLE_FAST_S if self.ramp == "fast" else SETTLE_NORMAL_S
+    def _integrate(self, online: list[MemberTrack]) -> None:
+        """Correct what per-miner gains cannot explain: only when nothing is being written
+        and every member's reading reflects its last write."""
         assert self.target_w is not None
-        if any(t.busy or now - t.last_write < settle for t in online):
+        if not all(t.settled for t in online):
             return
         error = self.target_w - self.measured_w()
-        if abs(error) <= self.target_w * self.config.deadband_percent / 100:
+        if abs(error) <= self._deadband_w():
             return
         limit = INTEGRAL_LIMIT * self.target_w
         self.integral_w = max(-limit, min(limit, self.integral_w + 0.5 * error))
+
+    def _deadband_w(self) -> float:
+        return (self.target_w or 0.0) * self.config.deadband_percent / 100
 
     def _release(self, online: list[MemberTrack], now: float) -> None:
         for track in online:
@@ -319,20 +336,26 @@ class PowerController:
                 )
                 self._drive(track, full, now, urgent=False)
 
-    def _drive(self, track: MemberTrack, want: Assignment, now: float, *, urgent: bool) -> None:
+    def _drive(self, track: MemberTrack, want: Assignment, now: float, *, urgent: bool) -> bool:
+        """Start the write that brings a member to its plan; True when one is under way."""
         if track.busy:
-            return
+            return True
+        model = track.model
+        if not want.awake and model.awake:
+            write = self._sleep(track)
+        elif want.awake and not model.awake:
+            write = self._wake(track, want.percent)
+        elif want.awake and want.percent is not None and want.percent != track.written_percent:
+            write = self._set_percent(track, want.percent)
+        else:
+            return False
         held = now - track.last_write < self.config.hold
         reducing = not want.awake or (want.percent or 100) < (track.written_percent or 100)
         if held and not (urgent and reducing):
-            return
-        model = track.model
-        if not want.awake and model.awake:
-            self._spawn(track, self._sleep(track))
-        elif want.awake and not model.awake:
-            self._spawn(track, self._wake(track, want.percent))
-        elif want.awake and want.percent is not None and want.percent != track.written_percent:
-            self._spawn(track, self._set_percent(track, want.percent))
+            write.close()
+            return True  # a change is due: do not let the integral chase it meanwhile
+        self._spawn(track, write)
+        return True
 
     def _spawn(self, track: MemberTrack, coro: Any) -> None:
         track.busy = True
@@ -347,6 +370,7 @@ class PowerController:
             raise AgentError(f"{track.model.id} is no longer configured")
         self._writes += 1
         track.last_write = time.monotonic()
+        track.last_write_wall = time.time()
         return await self.agent.router.execute_internal(
             worker, command, params, transaction=f"power-{self._writes}"
         )
@@ -407,10 +431,11 @@ class PowerController:
     def snapshot(self) -> dict[str, Any]:
         measured = self.measured_w()
         target = self.target_w
+        waking = any(t.preheat_started is not None for t in self.tracks.values())
         settled = (
             target is not None
             and abs(measured - target) <= SETTLED_BAND * max(target, 1.0)
-            and not any(t.busy for t in self.tracks.values())
+            and not waking
         )
         return {
             "enabled": self.enabled,

@@ -116,7 +116,7 @@ class Agent:
 
     # workers ---------------------------------------------------------------------------
 
-    def _add_worker(self, device: DeviceConfig) -> None:
+    def _add_worker(self, device: DeviceConfig, last_state: dict[str, Any] | None = None) -> None:
         if not device.enabled:
             return
         agent = self.settings.agent
@@ -129,7 +129,10 @@ class Agent:
             jitter=agent.jitter,
         )
         self.workers[device.id] = worker
-        self.announcer.announce_device(device.id, device.display_name, worker.kind.catalog, None)
+        worker.state = last_state
+        self.announcer.announce_device(
+            device.id, device.display_name, worker.kind.catalog, last_state, _config_url(device)
+        )
         worker.start()
 
     async def _remove_worker(self, device_id: str) -> None:
@@ -156,7 +159,7 @@ class Agent:
 
     def device_events(self, worker: DeviceWorker, events: list[dict[str, Any]]) -> None:
         for event in events:
-            log.info("device event", device=worker.id, **{k: str(v) for k, v in event.items()})
+            log.info("device event", device=worker.id, detail=event)
             self.link.publish(self.topics.event(worker.id), _json(event))
 
     def device_polled(self, worker: DeviceWorker) -> None:
@@ -259,9 +262,15 @@ class Agent:
         changed = [i for i in fresh if i in old and fresh[i] != old[i]]
         added = [i for i in fresh if i not in old]
         self.settings = new
-        for device_id in removed + changed:
+        for device_id in removed:
             await self._remove_worker(device_id)
-        for device_id in changed + added:
+        for device_id in changed:
+            # Same id: keep its topics and discovery; the announcer's diff clears only what
+            # the new config no longer has, and the last state keeps dynamic entities alive.
+            old_worker = self.workers.pop(device_id)
+            await old_worker.stop()
+            self._add_worker(fresh[device_id], last_state=old_worker.state)
+        for device_id in added:
             self._add_worker(fresh[device_id])
         await self.router.reconfigure()
         return {"added": added, "removed": removed, "changed": changed}

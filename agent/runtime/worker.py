@@ -99,7 +99,10 @@ class DeviceWorker:
         while True:
             await self._sleep_until(next_due)
             started = time.monotonic()
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception:  # a publishing bug must not silently end this device's polling
+                log.exception("poll cycle failed", device=self.id)
             spread = interval * self.jitter
             next_due = started + interval + random.uniform(-spread, spread)
             if time.monotonic() > next_due:

@@ -27,7 +27,6 @@ from typing import Any, Literal
 from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
 import requests
-import structlog
 
 from agent.devices.http import make_session, send
 from agent.errors import (
@@ -37,6 +36,7 @@ from agent.errors import (
     DeviceTimeoutError,
     ProtocolError,
 )
+from agent.logs import get_logger
 
 AuthMode = Literal["header", "basic", "query"]
 Clock = Callable[[], float]
@@ -46,7 +46,7 @@ MAX_RETRY_AFTER_S = 86_400.0  # a pool asking for more than a day is misconfigur
 PAGE_MAX = 50  # the API's limit for `max`
 CACHE_ENTRIES = 32
 
-log = structlog.get_logger("agent.devices.pool")
+log = get_logger("pool")
 
 _KEY_IN_URL = re.compile(r"([?&]key=)[^&#\s\"']*")
 

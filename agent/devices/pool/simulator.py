@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
@@ -73,6 +73,8 @@ class PoolModel:
     etag: bool = True
     last_modified: bool = True
     latency: float = 0.0
+    live: float | None = None  # seconds of wall time per step(), caught up on each request
+    seed: int = 0
     now: int = START_TIME
     hash_rate_ghs: float = 20513.37
     active_workers: int = 412
@@ -90,6 +92,7 @@ class PoolModel:
     max_in_flight: int = 0
     _stamps: dict[str, tuple[str, int]] = field(default_factory=dict)
     _revision: int = 0
+    _last_step: float | None = None
 
     def __post_init__(self) -> None:
         """Whatever the caller left empty starts as in the fixtures."""
@@ -108,6 +111,7 @@ class PoolModel:
         self.top50 = self.top50 or {
             f"user{i:02d}": round(2_500_000 / (i + 1), 2) for i in range(50)
         }
+        self._rng = random.Random(self.seed)
         self.users = self.users or {
             self.owner: _user(self.owner, self.now),
             "bob": _user("bob", self.now),
@@ -219,8 +223,21 @@ class PoolModel:
     def requests_to(self, path: str) -> list[RequestRecord]:
         return [r for r in self.requests if r.path == path]
 
-    def step(self, rng: random.Random, seconds: int = 10) -> None:
+    def catch_up(self) -> None:
+        """With `live` set, run the steps the wall clock says are due (at most 100)."""
+        if self.live is None:
+            return
+        now = time.monotonic()
+        if self._last_step is None or now - self._last_step > 100 * self.live:
+            self._last_step = now
+            return
+        while now - self._last_step >= self.live:
+            self._last_step += self.live
+            self.step(seconds=max(1, round(self.live)))
+
+    def step(self, seconds: int = 10) -> None:
         """Time passes: hash rates wander, shares arrive, blocks and workers come and go."""
+        rng = self._rng
         self.now += seconds
         self.hash_rate_ghs = round(self.hash_rate_ghs * rng.uniform(0.97, 1.03), 2)
         self.shift["accepted"] += rng.randint(1000, 5000)
@@ -235,9 +252,10 @@ class PoolModel:
         self.advance_blocks(confirmations=rng.randint(0, 20))
         if rng.random() < 0.05:
             self.find_block(rng.choice(sorted(self.chains)))
-        self._step_workers(rng)
+        self._step_workers()
 
-    def _step_workers(self, rng: random.Random) -> None:
+    def _step_workers(self) -> None:
+        rng = self._rng
         data = self.users[self.owner]
         for worker in data["workers"]:
             if worker["alive"]:
@@ -254,7 +272,7 @@ class PoolModel:
     def answer(self, request: web.Request) -> Reply:
         """The documented answer to one GET, before throttling and malforming."""
         path = request.path.rstrip("/")
-        if path.startswith("/api/users"):
+        if path == "/api/users" or path.startswith("/api/users/"):
             return self._user_answer(request, path)
         route = self._routes().get(path)
         if route is None:
@@ -352,24 +370,36 @@ async def start_fleet(
 ) -> SimFleet:
     """`count` pools on `host`, from `port` upwards (0: free ports).
 
-    Options go to PoolModel (api_key, owner, etag, last_modified, latency…), plus `live`
-    (seconds between PoolModel.step() calls, for demos; off by default) and `seed`.
+    Options go to PoolModel: api_key, owner, etag, last_modified, latency, and `live` (seconds
+    per PoolModel.step(), for demos; off by default) with `seed` (+ the pool's index).
     """
-    live = options.pop("live", None)
-    seed = options.pop("seed", 0)
     fleet = SimFleet(kind="pool", devices=[])
     for index in range(count):
-        model = PoolModel(**options)
+        model = PoolModel(**{**options, "seed": int(options.get("seed", 0)) + index})
         runner = web.AppRunner(_app(model), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, host, port + index if port else 0)
         await site.start()
         fleet.closers.append(runner.cleanup)
         fleet.devices.append(SimDevice(host=host, port=_bound_port(runner), model=model))
-        if live:
-            task = asyncio.create_task(_live(model, float(live), random.Random(seed + index)))
-            fleet.closers.append(_canceller(task))
     return fleet
+
+
+def demo_config(device: SimDevice, index: int) -> dict[str, Any]:
+    """The `[[devices]]` entry the demo uses; it also sets the pool moving (`live`), so that
+    blocks get found and confirmed and workers come and go while the demo runs."""
+    model: PoolModel = device.model
+    if model.live is None:
+        model.live = 10.0
+    return {
+        "id": f"pool-{index + 1}",
+        "kind": "pool",
+        "name": f"Mining pool {index + 1}",
+        "url": device.url,
+        "api_key": model.api_key,
+        "poll_interval": "10s",
+        "min_poll_interval": "10s",  # a simulated pool minds no load
+    }
 
 
 def _app(model: PoolModel) -> web.Application:
@@ -380,6 +410,7 @@ def _app(model: PoolModel) -> web.Application:
         model.requests.append(record)
         model.in_flight += 1
         model.max_in_flight = max(model.max_in_flight, model.in_flight)
+        model.catch_up()
         try:
             if model.latency:
                 await asyncio.sleep(model.latency)
@@ -506,21 +537,6 @@ def _http_time(text: str | None) -> int | None:
 def _bound_port(runner: web.AppRunner) -> int:
     server = runner.addresses[0]
     return int(server[1])
-
-
-async def _live(model: PoolModel, period: float, rng: random.Random) -> None:
-    while True:
-        await asyncio.sleep(period)
-        model.step(rng, seconds=max(1, round(period)))
-
-
-def _canceller(task: asyncio.Task[None]) -> Callable[[], Any]:
-    async def cancel() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return cancel
 
 
 def _chain(difficulty: float, accepted: int = 884126311, duration: int = 389221) -> dict[str, Any]:

@@ -114,21 +114,45 @@ class StreamTracker:
             events.append(_restart_event(self.identity, identity))
         live = {row["stream"]: row for row in streams if row["publishing"]}
         if self.live is not None:
-            listed = {row["stream"] for row in streams}
-            for key, row in self.live.items():
-                # A stream missing from a capped listing may still be live: only a complete
-                # listing, a restart or the stream's own publish flag says it stopped.
-                gone = key not in live and (complete or key in listed)
-                if restarted or gone:
-                    reason = "server_restarted" if restarted else "unpublished"
-                    events.append(_stream_event("stream_stopped", row, reason=reason))
-            events.extend(
-                _stream_event("stream_live", row)
-                for key, row in live.items()
-                if restarted or key not in self.live
-            )
+            events.extend(self._changes(self.live, live, streams, restarted, complete))
         self.live = live
         self.identity = identity or self.identity
+        return events
+
+    @staticmethod
+    def _changes(
+        before: dict[str, Row],
+        live: dict[str, Row],
+        streams: list[Row],
+        restarted: bool,
+        complete: bool,
+    ) -> list[Row]:
+        listed = {row["stream"] for row in streams}
+        # A publisher that reconnected between two polls (an encoder hiccup, a kick) started
+        # a new publishing session: the stream stayed live but its publisher changed.
+        renewed = {
+            key
+            for key, row in live.items()
+            if key in before and row["publisher_client"] != before[key]["publisher_client"]
+        }
+        events: list[Row] = []
+        for key, row in before.items():
+            # A stream missing from a capped listing may still be live: only a complete
+            # listing, a restart or the stream's own publish flag says it stopped.
+            if restarted:
+                reason = "server_restarted"
+            elif key in renewed:
+                reason = "republished"
+            elif key not in live and (complete or key in listed):
+                reason = "unpublished"
+            else:
+                continue
+            events.append(_stream_event("stream_stopped", row, reason=reason))
+        events.extend(
+            _stream_event("stream_live", row)
+            for key, row in live.items()
+            if restarted or key not in before or key in renewed
+        )
         return events
 
 

@@ -119,11 +119,11 @@ class SrsModel:
     kicks: list[str] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path?query)
     release: asyncio.Event = field(default_factory=asyncio.Event)  # ends "hang"
-    _rng: random.Random = field(init=False, repr=False)
+    rng: random.Random = field(init=False, repr=False)  # the activity's own, for seeding
     _next_change: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.activity_seed)
+        self.rng = random.Random(self.activity_seed)
 
     # --- steering ------------------------------------------------------------------------
     def start_stream(
@@ -204,7 +204,7 @@ class SrsModel:
 
     def _random_change(self) -> None:
         """One publisher starts or stops, or one player joins or leaves."""
-        rng = self._rng
+        rng = self.rng
         name = rng.choice(ACTIVITY_STREAMS)
         stream = self.find_stream(name)
         players = [c for c in self._clients_of(stream) if not c.publish] if stream else []

@@ -169,6 +169,7 @@ class WhatsminerModel:
         if unknown:
             raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(QUIRKS)}")
         self.quirks = set(self.quirks)
+        self.unsupported = set(self.unsupported)
         self.clock = self.clock or SimClock(self.time_scale)
         self.rng = random.Random(self.index if self.seed is None else self.seed)
         rng = self.rng

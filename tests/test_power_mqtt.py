@@ -1,0 +1,248 @@
+"""Site power control end to end: MQTT target → controller → simulated Whatsminers and back."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent.simulate.fleet import LoopThread, SimFleet
+from tests.harness import AgentThread, Mosquitto, Probe, make_settings
+
+MEMBERS = 4
+TIME_SCALE = 20.0  # preheating and ramps pass 20x faster in the simulated miners
+
+
+@pytest.fixture
+def miners(sim_loop: LoopThread) -> Iterator[SimFleet]:
+    from agent.devices.whatsminer.simulator import start_fleet
+
+    fleet = sim_loop.run(start_fleet(MEMBERS + 1, time_scale=TIME_SCALE))
+    yield fleet
+    sim_loop.run(fleet.close())
+
+
+def devices(fleet: SimFleet) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"wm{i}",
+            "kind": "whatsminer",
+            "host": d.host,
+            "port": d.port,
+            "password": d.model.password,
+            "poll_interval": "1s",
+        }
+        for i, d in enumerate(fleet.devices)
+    ]
+
+
+def settings_for(broker: Mosquitto, fleet: SimFleet, **power: Any) -> Any:
+    members = [f"wm{i}" for i in range(MEMBERS)]  # wm4 is configured but not a member
+    return make_settings(
+        broker.url,
+        devices(fleet),
+        power={"enabled": True, "members": members, "hold": 2, "min_percent": 50, **power},
+    )
+
+
+class Site:
+    def __init__(self, runner: AgentThread, probe: Probe) -> None:
+        self.runner = runner
+        self.probe = probe
+        self.topic = runner.agent.topics.power
+        probe.subscribe(
+            f"{self.topic}", f"{self.topic}/result", f"{runner.agent.topics.base}/+/result"
+        )
+
+    def ready(self) -> dict[str, Any]:
+        def learned(m: Any) -> bool:
+            members = m.json()["members"]
+            return len(members) == MEMBERS and all(x["full_w"] > 0 for x in members.values())
+
+        return self.probe.wait_for(self.topic, learned).json()  # type: ignore[no-any-return]
+
+    def set(self, payload: str | bytes, sub: str = "") -> dict[str, Any]:
+        mark = self.probe.mark()
+        self.probe.publish(f"{self.topic}/set{sub}", payload)
+        return self.probe.wait_for(f"{self.topic}/result", since=mark).json()  # type: ignore[no-any-return]
+
+    def settle(self, target: float, timeout: float = 10.0) -> tuple[float, dict[str, Any]]:
+        started = time.monotonic()
+        mark = self.probe.mark()
+
+        def near(m: Any) -> bool:
+            body = m.json()
+            return body["target_w"] == target and abs(body["measured_w"] - target) <= 0.03 * target
+
+        state = self.probe.wait_for(self.topic, near, timeout=timeout, since=mark).json()
+        return time.monotonic() - started, state
+
+
+@pytest.fixture
+def site(broker: Mosquitto, miners: SimFleet, probe: Probe) -> Iterator[Site]:
+    runner = AgentThread(settings_for(broker, miners))
+    yield Site(runner, probe)
+    runner.stop()
+
+
+def writes(fleet: SimFleet, sim_loop: LoopThread, index: int) -> list[str]:
+    model = fleet.devices[index].model
+    return sim_loop.call(lambda: [w.command for w in model.writes if w.code == 131])
+
+
+def test_steps_down_and_up_land_within_3_percent_in_10_seconds(site: Site) -> None:
+    full = site.ready()["fleet_max_w"]
+    for fraction in (0.6, 0.85, 0.7):
+        target = round(full * fraction)
+        assert site.set(str(target))["ok"] is True
+        elapsed, state = site.settle(target)
+        assert elapsed < 10
+        assert abs(state["measured_w"] - target) <= 0.03 * target
+
+
+def test_deep_cut_sleeps_least_efficient_first_and_wakes_with_preheat(
+    site: Site, miners: SimFleet, sim_loop: LoopThread
+) -> None:
+    full = site.ready()["fleet_max_w"]
+    efficiency = {
+        f"wm{i}": sim_loop.call(lambda i=i: miners.devices[i].model.efficiency)
+        for i in range(MEMBERS)
+    }
+    worst = max(efficiency, key=lambda k: efficiency[k])
+    target = round(full * 0.3)  # below the floors of all four at 50 %
+    site.set(json.dumps({"target_w": target, "transaction": "dr-1"}))
+    _, state = site.settle(target, timeout=20)
+    asleep = [m for m, v in state["members"].items() if v["awake"] is False]
+    assert worst in asleep
+    assert all(
+        efficiency[m] >= max(efficiency[a] for a in state["members"] if a not in asleep)
+        for m in asleep
+    )
+    index = int(worst[2:])
+    assert "power_off" in writes(miners, sim_loop, index)
+    target = round(full * 0.95)
+    site.set(str(target))
+    site.settle(target, timeout=30)
+    history = writes(miners, sim_loop, index)
+    assert history.index("pre_power_on") < history.index("power_on")
+
+
+def test_bad_targets_are_refused_without_a_write(
+    site: Site, miners: SimFleet, sim_loop: LoopThread
+) -> None:
+    full = site.ready()["fleet_max_w"]
+    before = [len(writes(miners, sim_loop, i)) for i in range(MEMBERS)]
+    for payload in (
+        "-5",
+        "NaN",
+        "lots",
+        str(full * 2),
+        '{"target_w": "x"}',
+        '{"ramp": "warp"}',
+        b"\xff\xfe",
+    ):
+        result = site.set(payload)
+        assert result["ok"] is False, payload
+        assert result["error"]["code"] == "validation"
+        assert result["error"]["message"]
+    assert [len(writes(miners, sim_loop, i)) for i in range(MEMBERS)] == before
+
+
+def test_never_touches_a_device_outside_members_or_restarts_btminer(
+    site: Site, miners: SimFleet, sim_loop: LoopThread
+) -> None:
+    full = site.ready()["fleet_max_w"]
+    target = round(full * 0.55)
+    site.set(str(target))
+    site.settle(target)
+    assert writes(miners, sim_loop, MEMBERS) == []  # wm4 is configured but no member
+    restarts = sim_loop.call(lambda: sum(d.model.btminer_restarts for d in miners.devices))
+    assert restarts == 0
+
+
+def test_hold_spaces_writes_to_each_miner(
+    site: Site, miners: SimFleet, sim_loop: LoopThread
+) -> None:
+    full = site.ready()["fleet_max_w"]
+    for fraction in (0.6, 0.65, 0.7, 0.75, 0.8):  # a target rising faster than hold allows
+        site.set(str(round(full * fraction)))
+    site.settle(round(full * 0.8), timeout=15)
+    for index in range(MEMBERS):
+        model = miners.devices[index].model
+        times = sim_loop.call(
+            lambda model=model: [w.at for w in model.writes if w.command == "set_power_pct"]
+        )
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(gap >= 2 - 0.2 for gap in gaps), gaps  # hold = 2 s
+
+
+def test_target_changes_inside_the_deadband_write_nothing(
+    site: Site, miners: SimFleet, sim_loop: LoopThread
+) -> None:
+    full = site.ready()["fleet_max_w"]
+    target = round(full * 0.7)
+    site.set(str(target))
+    site.settle(target)
+    site.probe.wait_for(site.topic, lambda m: abs(m.json()["error_w"] or 1e9) <= 0.01 * target)
+    before = [len(writes(miners, sim_loop, i)) for i in range(MEMBERS)]
+    measured = site.probe.all(site.topic)[-1].json()["measured_w"]
+    for wobble in (1.002, 0.998, 1.004):  # solar noise well inside the 1.5 % deadband
+        site.set(str(round(measured * wobble)))
+    mark = site.probe.mark()
+    site.probe.wait_for(site.topic, lambda m: True, since=mark)  # one more control step
+    site.probe.wait_for(site.topic, lambda m: True, since=site.probe.mark())
+    assert [len(writes(miners, sim_loop, i)) for i in range(MEMBERS)] == before
+
+
+def test_member_dropping_out_is_left_out_and_reported(
+    site: Site, miners: SimFleet, sim_loop: LoopThread
+) -> None:
+    full = site.ready()["fleet_max_w"]
+    mark = site.probe.mark()
+    sim_loop.call(lambda: setattr(miners.devices[0].model, "fault", "close"))
+
+    def dropped(m: Any) -> bool:
+        members = m.json()["members"]
+        return members["wm0"]["online"] is False and all(
+            v["online"] for k, v in members.items() if k != "wm0"
+        )
+
+    state = site.probe.wait_for(site.topic, dropped, timeout=20, since=mark).json()
+    assert state["members"]["wm0"]["note"].startswith("offline")
+    others = sum(v["reported_w"] for k, v in state["members"].items() if k != "wm0")
+    assert abs(state["measured_w"] - others) < 1
+    target = round(full * 0.5)
+    site.set(str(target))
+    site.settle(target, timeout=15)
+
+
+def test_restart_resumes_from_retained_state_without_rewriting(
+    broker: Mosquitto, miners: SimFleet, sim_loop: LoopThread, probe: Probe
+) -> None:
+    settings = settings_for(broker, miners)
+    runner = AgentThread(settings)
+    site = Site(runner, probe)
+    full = site.ready()["fleet_max_w"]
+    target = round(full * 0.65)
+    site.set(str(target))
+    site.settle(target)
+    runner.stop()
+    before = [len(writes(miners, sim_loop, i)) for i in range(MEMBERS)]
+    runner = AgentThread(settings)
+    try:
+        mark = probe.mark()
+        resumed = probe.wait_for(
+            site.topic,
+            lambda m: m.json()["target_w"] == target and m.json()["settled"],
+            since=mark,
+            timeout=15,
+        ).json()
+        assert resumed["target_w"] == target
+        after = [len(writes(miners, sim_loop, i)) for i in range(MEMBERS)]
+        assert after == before
+    finally:
+        runner.stop()
