@@ -341,9 +341,7 @@ def targets(found: dict[str, Any], *, default_fleet: bool) -> list[dict[str, Any
             "value": f"{main['achieved_polls_per_s']:g} of {main['configured_polls_per_s']:g} "
             f"polls/s; {main['missed_cycles_total']} missed cycles, "
             f"{main['failed_polls_total']} failed polls",
-            "met": rate_ok
-            and main["missed_cycles_total"] == 0
-            and main["failed_polls_total"] == 0,
+            "met": rate_ok and main["missed_cycles_total"] == 0 and main["failed_polls_total"] == 0,
         }
     )
     for key, limit, text in (

@@ -254,7 +254,9 @@ class Bench:
         commander = Commander(observer, targets, commands, window_end, self.rng)
         commander.start()
         profiler = self._profiler(agent.pid, phase, window_end - time.monotonic())
-        print(f"[{phase.name}] measuring for {window_end - time.monotonic():.0f} s", file=sys.stderr)
+        print(
+            f"[{phase.name}] measuring for {window_end - time.monotonic():.0f} s", file=sys.stderr
+        )
         while time.monotonic() < window_end - 0.5:
             clock.wait()
             self._tick(phase, observer, sampled)
@@ -298,7 +300,9 @@ class Bench:
 
     def _references(self) -> dict[str, Any]:
         hosts = self.out / "whatsminer-hosts.txt"
-        hosts.write_text("\n".join(t.config["host"] for t in self.targets if t.kind == "whatsminer"))
+        hosts.write_text(
+            "\n".join(t.config["host"] for t in self.targets if t.kind == "whatsminer")
+        )
         found: dict[str, Any] = {}
         for name in ("pyasic", "bare", "bare-agent", "bare-asyncio"):
             print(f"[reference] {name}", file=sys.stderr, flush=True)
@@ -306,9 +310,7 @@ class Bench:
             command = [sys.executable, "-m", "bench.references", name, "--hosts-file", str(hosts)]
             command += ["--duration", str(self.o.ref_duration)]
             command += ["--concurrency", str(self.o.pyasic_concurrency)]
-            done = subprocess.run(
-                command, capture_output=True, cwd=REPO, check=False, timeout=900
-            )
+            done = subprocess.run(command, capture_output=True, cwd=REPO, check=False, timeout=900)
             (self.logs / f"reference-{name}.log").write_bytes(done.stderr)
             try:
                 result = json.loads(done.stdout.decode().strip().splitlines()[-1])

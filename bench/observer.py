@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -15,6 +16,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 INBOUND_SUFFIXES = ("/get", "/set")  # what the bench itself sends to the agent
+
+
+def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(slots=True)
@@ -62,6 +67,9 @@ class Observer:
         self._ids = itertools.count(1)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(0)
+        # The measuring client must not add Nagle delays of its own: its PUBACKs for the
+        # agent's messages would otherwise hold back the commands it sends.
+        self.client.on_socket_open = _no_delay
         self.client.on_message = self._on_message
         connected = threading.Event()
         self.client.on_connect = lambda *a: connected.set()

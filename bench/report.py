@@ -66,12 +66,18 @@ def markdown(f: dict[str, Any]) -> str:
 def _fleet_table(m: dict[str, Any]) -> list[str]:
     s, mq, cmd = m["startup"], m["mqtt"], m["commands"]
     rows = [
-        ("device polls per second, achieved / configured",
-         f"{m['achieved_polls_per_s']:g} / {m['configured_polls_per_s']:g}"),
-        ("missed cycles, window / whole run",
-         f"{m['missed_cycles_window']} / {m['missed_cycles_total']}"),
-        ("failed polls, window / whole run",
-         f"{m['failed_polls_window']} / {m['failed_polls_total']}"),
+        (
+            "device polls per second, achieved / configured",
+            f"{m['achieved_polls_per_s']:g} / {m['configured_polls_per_s']:g}",
+        ),
+        (
+            "missed cycles, window / whole run",
+            f"{m['missed_cycles_window']} / {m['missed_cycles_total']}",
+        ),
+        (
+            "failed polls, window / whole run",
+            f"{m['failed_polls_window']} / {m['failed_polls_total']}",
+        ),
         ("agent CPU s per 1,000 device polls", _num(m["cpu_s_per_1000_polls"])),
         ("agent CPU, share of one core", _num(m["cpu_core_share"])),
         ("agent peak RSS (VmHWM)", _num(m["peak_rss_mb"], " MB")),
@@ -80,29 +86,41 @@ def _fleet_table(m: dict[str, Any]) -> list[str]:
         rows.append((f"poll duration ms p50/p95/p99/max ({kind})", _ms(p)))
     rows += [
         ("startup: bridge online", _num(s.get("bridge_online_s"), " s")),
-        ("startup: every device's first state",
-         _num(s.get("all_first_states_s"), " s")
-         + f" ({s.get('devices_with_state')}/{s.get('devices')} devices)"),
-        ("startup: every discovery topic",
-         _num(s.get("all_discovery_s"), " s")
-         + f" ({s.get('discovery_topics_missing'):,} of {s.get('discovery_topics_expected'):,} "
-         "never arrived)"),
-        ("MQTT on change: messages / bytes per min",
-         f"{mq['on_change']['messages_per_min']:,} / {mq['on_change']['bytes_per_min']:,}"),
-        ("MQTT every poll (computed): messages / bytes per min",
-         f"{mq['every_poll']['messages_per_min']:,} / {mq['every_poll']['bytes_per_min']:,}"),
+        (
+            "startup: every device's first state",
+            _num(s.get("all_first_states_s"), " s")
+            + f" ({s.get('devices_with_state')}/{s.get('devices')} devices)",
+        ),
+        (
+            "startup: every discovery topic",
+            _num(s.get("all_discovery_s"), " s")
+            + f" ({s.get('discovery_topics_missing'):,} of {s.get('discovery_topics_expected'):,} "
+            "never arrived)",
+        ),
+        (
+            "MQTT on change: messages / bytes per min",
+            f"{mq['on_change']['messages_per_min']:,} / {mq['on_change']['bytes_per_min']:,}",
+        ),
+        (
+            "MQTT every poll (computed): messages / bytes per min",
+            f"{mq['every_poll']['messages_per_min']:,} / {mq['every_poll']['bytes_per_min']:,}",
+        ),
         ("successful polls without a state publish", _num(mq["polls_without_state_publish"])),
     ]
     for group in ("all", "whatsminer", "xmrig", "first_write_to_device", "repeat_write"):
         if group in cmd:
             g = cmd[group]
-            rows.append((f"command ms to device, p50/p95/p99/max ({group})",
-                         _ms(g["to_device_ms"])))
-            rows.append((f"command ms to result, p50/p95/p99/max ({group})",
-                         _ms(g["to_result_ms"])))
+            rows.append(
+                (f"command ms to device, p50/p95/p99/max ({group})", _ms(g["to_device_ms"]))
+            )
+            rows.append(
+                (f"command ms to result, p50/p95/p99/max ({group})", _ms(g["to_result_ms"]))
+            )
     rows += [
-        ("commands: ok / failed / no result / no write seen",
-         f"{cmd['ok']} / {cmd['failed']} / {cmd['without_result']} / {cmd['without_write']}"),
+        (
+            "commands: ok / failed / no result / no write seen",
+            f"{cmd['ok']} / {cmd['failed']} / {cmd['without_result']} / {cmd['without_write']}",
+        ),
         ("health response ms p50/p95/p99/max", _ms(m["health_response_ms"])),
         ("paho outgoing queue, max seen at a health tick", _num(m["mqtt_out_queue_max"])),
         ("simulators' CPU s during the phase (context)", _num(m.get("simulators_cpu_s"))),
@@ -141,8 +159,7 @@ def _cpu_table(f: dict[str, Any]) -> list[str]:
             "bare-asyncio": "asyncio streams, summary",
         }.get(name, name)
         lines.append(
-            f"| {what} | {_num(r.get('sim_requests_per_poll'))} | "
-            f"{_num(theirs)} | {ratio} |"
+            f"| {what} | {_num(r.get('sim_requests_per_poll'))} | {_num(theirs)} | {ratio} |"
         )
     return lines
 

@@ -54,9 +54,7 @@ class WhatsminerFleet:
         devices = []
         for index in range(self.first, self.first + self.count):
             host = whatsminer_host(index)
-            model = WhatsminerModel(
-                index=index, clock=clock, password=whatsminer_password(index)
-            )
+            model = WhatsminerModel(index=index, clock=clock, password=whatsminer_password(index))
             server = await asyncio.start_server(
                 model.serve, host, WHATSMINER_PORT, reuse_address=True, backlog=256
             )

@@ -146,7 +146,7 @@ def test_a_found_block_is_an_event_and_the_latest_block(
     driver.poll_blocking()
     block = sim_loop.call(lambda: model(pool).find_block("BTC"))
     result = driver.poll_blocking()
-    assert [e["type"] for e in result.events] == ["block_found"]
+    assert [e["event"] for e in result.events] == ["block_found"]
     assert result.events[0]["block"]["id"] == block["id"]
     assert result.state["latest_block"]["height"] == block["height"]
     assert result.state["latest_block"]["status"] == "processing"
@@ -162,7 +162,7 @@ def test_many_new_blocks_are_paged_in_each_reported_once_oldest_first(
     found = sim_loop.call(lambda: [model(pool).find_block() for _ in range(12)])
     mark = len(model(pool).requests)
     result = driver.poll_blocking()
-    ids = [e["block"]["id"] for e in result.events if e["type"] == "block_found"]
+    ids = [e["block"]["id"] for e in result.events if e["event"] == "block_found"]
     assert ids == [b["id"] for b in found]
     offsets = [int(q["offset"]) for q in block_requests(pool, mark)]
     assert offsets[0] == 0 and len(offsets) > 1 and offsets == sorted(offsets)
@@ -179,7 +179,7 @@ def test_block_statuses_are_followed_to_confirmed(pool: SimDevice, sim_loop: Loo
     for _ in range(4):
         sim_loop.call(lambda: model(pool).advance_blocks(confirmations=40))
         for event in driver.poll_blocking().events:
-            assert event["type"] == "block_status"
+            assert event["event"] == "block_status"
             seen.append((event["block"]["id"], event["from"], event["to"]))
     assert [(f, t) for i, f, t in seen if i == new] == [
         ("processing", "unconfirmed"),
@@ -204,7 +204,7 @@ def test_stale_and_orphaned_blocks_are_events(
     events = driver.poll_blocking().events
     assert events == [
         {
-            "type": "block_status",
+            "event": "block_status",
             "from": "unconfirmed",
             "to": final,
             "block": next(b for b in driver.blocks.rows if b["id"] == 31875),
@@ -237,7 +237,7 @@ def test_events_of_a_failed_poll_are_delivered_by_the_next_one(
         driver.poll_blocking()  # blocks were read, shifts failed
     sim_loop.call(model(pool).clear_malformed)
     events = driver.poll_blocking().events
-    assert [(e["type"], e["block"]["id"]) for e in events] == [("block_found", block["id"])]
+    assert [(e["event"], e["block"]["id"]) for e in events] == [("block_found", block["id"])]
 
 
 def test_the_commodity_filter_reaches_the_pool(pool: SimDevice) -> None:
@@ -383,7 +383,7 @@ def test_the_driver_follows_a_moving_pool_without_missing_or_repeating_anything(
         result = driver.poll_blocking()
         for event in result.events:
             block = event["block"]
-            if event["type"] == "block_found":
+            if event["event"] == "block_found":
                 assert block["id"] not in statuses
                 found.append(block["id"])
             else:

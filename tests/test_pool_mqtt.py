@@ -93,7 +93,7 @@ def test_blocks_found_and_confirmed_are_events(
     block = sim_loop.call(lambda: model(pool).find_block("BTC"))
     poll_now(probe, agent, lambda s: s["latest_block"]["id"] == block["id"])
     found = probe.wait_for(f"{base(agent)}/pool1/event", since=mark).json()
-    assert found["type"] == "block_found" and found["block"]["id"] == block["id"]
+    assert found["event"] == "block_found" and found["block"]["id"] == block["id"]
     sim_loop.call(lambda: model(pool).advance_blocks(confirmations=60))
     poll_now(probe, agent, lambda s: s["latest_block"]["status"] == "unconfirmed")
     sim_loop.call(lambda: model(pool).advance_blocks(confirmations=100))
@@ -107,7 +107,7 @@ def test_blocks_found_and_confirmed_are_events(
     moves = [
         (e["from"], e["to"])
         for e in (m.json() for m in probe.all(f"{base(agent)}/pool1/event", since=mark))
-        if e["type"] == "block_status" and e["block"]["id"] == block["id"]
+        if e["event"] == "block_status" and e["block"]["id"] == block["id"]
     ]
     assert moves == [("processing", "unconfirmed"), ("unconfirmed", "confirmed")]
 

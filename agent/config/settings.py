@@ -124,7 +124,9 @@ class PowerSection(Section):
     enabled: bool = False
     members: list[str] = Field(default_factory=list)
     ramp: Literal["fast", "normal"] = "fast"
-    min_percent: int = Field(default=10, ge=0, le=100)
+    # The vendor doc: too low a percent unbalances the miner and restarts btminer; the stable
+    # floor depends on the machine and its cooling, so the default stays well clear of it.
+    min_percent: int = Field(default=50, ge=1, le=100)
     hold: Duration = 30.0
     deadband_percent: float = Field(default=1.5, ge=0, le=20)
     on_mqtt_loss: Literal["hold", "release"] = "hold"

@@ -145,13 +145,16 @@ class MqttLink:
 
     def publish_retained(self, topic: str, payload: bytes | str) -> None:
         data = payload.encode() if isinstance(payload, str) else payload
-        self._retained[topic] = data
-        if self.connected.is_set():
+        with self._lock:  # pairs with _handle_connect: either it sends this, or we do
+            self._retained[topic] = data
+            connected = self.connected.is_set()
+        if connected:
             self.client.publish(topic, data, qos=1, retain=True)
 
     def clear_retained(self, topic: str) -> None:
         """An empty retained payload deletes the topic at the broker (HA discovery removal)."""
-        self._retained.pop(topic, None)
+        with self._lock:
+            self._retained.pop(topic, None)
         self.client.publish(topic, b"", qos=1, retain=True)
 
     def publish(
@@ -179,11 +182,12 @@ class MqttLink:
         self.connects += 1
         with self._lock:
             topics = sorted(self._subscriptions)
+            self.connected.set()
+            retained = list(self._retained.items())
         if topics:
             client.subscribe([(t, 1) for t in topics])
-        for topic, payload in list(self._retained.items()):
+        for topic, payload in retained:
             client.publish(topic, payload, qos=1, retain=True)
-        self.connected.set()
         log.info("mqtt connected", broker=f"{self.settings.host}:{self.settings.port}")
         self._on_connected()
 

@@ -204,10 +204,10 @@ def _block_events(changes: list[Change]) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for old, new in reversed(changes):
         if old is None:
-            events.append({"type": "block_found", "block": new})
+            events.append({"event": "block_found", "block": new})
         else:
             events.append(
-                {"type": "block_status", "from": old["status"], "to": new["status"], "block": new}
+                {"event": "block_status", "from": old["status"], "to": new["status"], "block": new}
             )
     return events
 
