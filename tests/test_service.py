@@ -256,3 +256,32 @@ def test_state_is_not_queued_while_the_broker_is_away(
         assert runner.agent.link._retained[f"{base}/rig1"]
     finally:
         runner.stop()
+
+
+def test_restart_clears_discovery_of_devices_removed_while_stopped(
+    broker: Mosquitto, xmrig_fleet: SimFleet, probe: Probe
+) -> None:
+    both = [{**rig(xmrig_fleet, 0), "id": "keep"}, {**rig(xmrig_fleet, 1), "id": "gone"}]
+    settings = make_settings(broker.url, both)
+    base, prefix = settings.mqtt.base_topic, settings.homeassistant.discovery_prefix
+    probe.subscribe(f"{base}/#", f"{prefix}/#")
+    runner = AgentThread(settings)
+    probe.wait_for(f"{prefix}/sensor/gone/hashrate_10s/config", lambda m: bool(m.payload))
+    probe.wait_for(f"{base}/gone", lambda m: bool(m.payload))
+    runner.stop()
+    mark = probe.mark()
+    runner = AgentThread(settings.model_copy(update={"devices": settings.devices[:1]}))
+    try:
+        probe.wait_for(
+            f"{prefix}/sensor/gone/hashrate_10s/config", lambda m: m.payload == b"", since=mark
+        )
+        probe.wait_for(
+            f"{prefix}/switch/gone/mining/config", lambda m: m.payload == b"", since=mark
+        )
+        probe.wait_for(f"{base}/gone", lambda m: m.payload == b"", since=mark)
+        cleared = {
+            m.topic for m in probe.all(f"{prefix}/+/keep/+/config", since=mark) if m.payload == b""
+        }
+        assert cleared == set()  # the device still configured keeps its entities
+    finally:
+        runner.stop()

@@ -25,11 +25,13 @@ from agent.logs import get_logger, register_secrets
 from agent.runtime.announcer import Announcer
 from agent.runtime.commands import CommandRouter
 from agent.runtime.mqtt import Inbound, MqttLink
+from agent.runtime.sweeper import StaleDeviceSweeper
 from agent.runtime.systemd import Notifier
 from agent.runtime.topics import Topics
 from agent.runtime.worker import DeviceWorker
 
 log = get_logger("agent")
+SWEEP_WINDOW_S = 10.0  # how long after the first connect retained leftovers are collected
 
 
 class Agent:
@@ -61,6 +63,9 @@ class Agent:
             self.ctx, self.link.publish_retained, self.link.clear_retained, enabled=ha.enabled
         )
         self.router = CommandRouter(self)
+        self.sweeper = StaleDeviceSweeper(
+            self.link, self.topics, ha.discovery_prefix, lambda: set(self.workers)
+        )
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -70,6 +75,7 @@ class Agent:
             ThreadPoolExecutor(self.settings.agent.workers, thread_name_prefix="device-io")
         )
         self.link.subscribe(*self.topics.subscriptions(self.settings.homeassistant.status_topic))
+        self.sweeper.start()
         self.link.publish_retained(self.topics.bridge_state, b"online")
         for device in self.settings.devices:
             self._add_worker(device)
@@ -283,11 +289,16 @@ class Agent:
 
     def _connected_from_network_thread(self) -> None:
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._reannounce)
+            self.loop.call_soon_threadsafe(self._connected)
 
     def _disconnected_from_network_thread(self) -> None:
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.router.mqtt_lost)
+
+    def _connected(self) -> None:
+        if self.link.connects == 1 and self.loop is not None:
+            self.loop.call_later(SWEEP_WINDOW_S, self.sweeper.finish)
+        self._reannounce()
 
     def _reannounce(self) -> None:
         """After a (re)connect or a Home Assistant restart: discovery, then current states."""

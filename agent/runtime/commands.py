@@ -59,6 +59,8 @@ class CommandRouter:
     def dispatch(self, message: Inbound) -> None:
         """On the event loop: decide what a message is and start handling it."""
         agent = self.agent
+        if agent.sweeper.handle(message):
+            return
         if message.topic == agent.settings.homeassistant.status_topic:
             self._ha_status(message.payload)
             return
