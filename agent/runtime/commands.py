@@ -131,7 +131,9 @@ class CommandRouter:
 
     # device commands -------------------------------------------------------------------
 
-    async def run_command(self, worker: DeviceWorker, message: Inbound, topic_command: str | None):  # type: ignore[no-untyped-def]
+    async def run_command(
+        self, worker: DeviceWorker, message: Inbound, topic_command: str | None
+    ) -> None:
         started = time.monotonic()
         request = CommandRequest(topic_command, {})
         self.in_flight += 1

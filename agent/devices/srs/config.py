@@ -25,7 +25,9 @@ class SrsConfig(DeviceConfig):
     verify_tls: bool | str = True  # false, or a CA bundle path, for self-signed certificates
     watch_streams: list[str] = Field(default_factory=list)  # "vhost/app/name" or "app/name"
     max_streams: int = Field(default=2000, ge=1, le=100_000)
-    max_clients: int = Field(default=2000, ge=0, le=100_000)  # 0: do not list clients
+    # Clients change every poll (alive time, bytes): listing thousands would make every state
+    # message hundreds of KB. Counts stay exact either way (per-vhost counters).
+    max_clients: int = Field(default=200, ge=0, le=100_000)  # 0: do not list clients
     # SRS treats a page `count` below 10 as 10, so smaller pages would be misread.
     page_size: int = Field(default=500, ge=10, le=10_000)
 
