@@ -83,9 +83,11 @@ def _since(t: float | None, t0: float) -> float | None:
 
 def _valid(ticks: Sequence[Tick], index: int, step: int) -> Tick:
     """The nearest tick with a health response, from `index` towards `step`."""
-    while ticks[index].health is None or ticks[index].cpu_s is None:
+    while 0 <= index < len(ticks):
+        if ticks[index].health is not None and ticks[index].cpu_s is not None:
+            return ticks[index]
         index += step
-    return ticks[index]
+    raise RuntimeError("the agent answered no health request in the window: it was swamped")
 
 
 def _counter(health: dict[str, Any]) -> int:
@@ -120,6 +122,7 @@ def phase_figures(phase: PhaseRun, interval: float) -> dict[str, Any]:
         "devices_online_end": h1.get("devices_online"),
         "cpu_s": round(cpu, 2),
         "cpu_core_share": round(cpu / seconds, 3),
+        "cpu_kernel_share": _kernel_share(first, last),
         "cpu_s_per_1000_polls": round(1000 * cpu / polls, 3) if polls else None,
         "cpu_ms_per_poll": round(1000 * cpu / polls, 4) if polls else None,
         "peak_rss_mb": round(phase.peak_rss / MB, 1) if phase.peak_rss else None,
@@ -133,6 +136,7 @@ def phase_figures(phase: PhaseRun, interval: float) -> dict[str, Any]:
             default=None,
         ),
         "exit_code": phase.exit_code,
+        "memory_top": phase.memory_top,
         "startup": phase.startup,
         "mqtt": mqtt_figures(phase, seconds, polls_ok),
         "timeline": timeline(phase, interval),
@@ -143,6 +147,14 @@ def phase_figures(phase: PhaseRun, interval: float) -> dict[str, Any]:
     if phase.sims_cpu:
         figures["simulators_cpu_s"] = round(phase.sims_cpu[1] - phase.sims_cpu[0], 2)
     return figures
+
+
+def _kernel_share(first: Tick, last: Tick) -> float | None:
+    """Of the agent's CPU in the window, the share spent in the kernel (sockets, mostly)."""
+    if None in (first.system_s, last.system_s, first.cpu_s, last.cpu_s):
+        return None
+    cpu = (last.cpu_s or 0) - (first.cpu_s or 0)
+    return round(((last.system_s or 0) - (first.system_s or 0)) / cpu, 3) if cpu else None
 
 
 def _durations(ticks: Iterable[Tick]) -> dict[str, list[float]]:
@@ -305,6 +317,7 @@ def figures(
             "pyasic_concurrency": o.pyasic_concurrency,
             "simulator_processes": len(bench.sims),
             "profiled": o.profile,
+            "memory_traced": o.trace_memory,
         },
         "fleet": main,
         "references": references,

@@ -70,6 +70,7 @@ class Options:
     startup_timeout: float
     out: Path
     profile: bool
+    trace_memory: bool
     references: bool
     seed: int
     argv: list[str]
@@ -84,6 +85,8 @@ class Tick:
     health: dict[str, Any] | None
     cpu_s: float | None
     rss: int | None
+    user_s: float | None = None
+    system_s: float | None = None
 
 
 @dataclass
@@ -112,6 +115,7 @@ class PhaseRun:
     observer: Observer | None = None
     whatsminer_requests: int | None = None  # served by the simulators during the phase
     only_whatsminers: bool = False
+    memory_top: Any = None
 
 
 class Bench:
@@ -208,12 +212,15 @@ class Bench:
         observer = Observer(self.mosquitto.port, base, prefix, agent_id)
         print(f"[{name}] agent with {len(targets)} devices", file=sys.stderr, flush=True)
         sims_cpu0, served0 = self._sim_cpu(), self.sim_stats("whatsminer").get("requests", 0)
-        agent = AgentProcess(config, self.logs / f"agent-{name}.log")
+        log = self.logs / f"agent-{name}.log"
+        dump = self.out / f"memory-{name}.json" if self.o.trace_memory else None
+        agent = AgentProcess(config, log, memory_dump=dump)
         phase = PhaseRun(name, len(targets), agent.started)
         sampled = self.sampler.watch(f"agent:{name}", agent.pid)
         try:
             self._drive(phase, agent, sampled, observer, targets, duration, commands)
             phase.peak_rss = sampled.peak_rss()
+            phase.memory_top = agent.memory_top()
         finally:
             phase.exit_code = agent.stop()
             self.sampler.forget(f"agent:{name}")
@@ -237,7 +244,9 @@ class Bench:
     ) -> None:
         interval = self.o.interval
         wait_until(
-            lambda: observer.bridge_online or not agent.alive(), 60, "the agent's bridge online"
+            lambda: observer.bridge_online or not agent.alive(),
+            self.o.startup_timeout,
+            "the agent's bridge online",
         )
         if not agent.alive():
             raise RuntimeError(f"the agent exited with {agent.process.returncode}; see logs/")
@@ -281,6 +290,8 @@ class Bench:
                 health,
                 sample.cpu_s if sample else None,
                 sample.rss if sample else None,
+                sample.user_s if sample else None,
+                sample.system_s if sample else None,
             )
         )
 
@@ -291,7 +302,7 @@ class Bench:
             return None
         phase.profile = self.out / f"profile-{phase.name}.txt"
         command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds))]
-        command += ["--rate", "100", "--nonblocking", "--gil", "--format", "raw"]
+        command += ["--rate", "250", "--nonblocking", "--gil", "--format", "raw"]
         command += ["--output", str(phase.profile)]
         log = (self.logs / "py-spy.log").open("ab")
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -450,6 +461,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--sim-procs", type=int, default=2, help="Whatsminer simulator processes")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--profile", action="store_true", help="py-spy the agent's window")
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="tracemalloc in the agent: where its memory goes (slows it: CPU figures void)",
+    )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
@@ -468,6 +484,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         startup_timeout=args.startup_timeout,
         out=args.out,
         profile=args.profile,
+        trace_memory=args.trace_memory,
         references=not args.no_references,
         seed=args.seed,
         argv=list(sys.argv[1:] if argv is None else argv),

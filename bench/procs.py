@@ -156,6 +156,8 @@ class Sample:
     t: float
     cpu_s: float
     rss: int
+    user_s: float = 0.0
+    system_s: float = 0.0
 
 
 @dataclass
@@ -175,7 +177,9 @@ class Sampled:
                 rss = self.process.memory_info().rss
         except psutil.Error:
             return None
-        sample = Sample(time.monotonic(), times.user + times.system, rss)
+        sample = Sample(
+            time.monotonic(), times.user + times.system, rss, times.user, times.system
+        )
         self.samples.append(sample)
         return sample
 
@@ -229,8 +233,13 @@ class Sampler:
 class AgentProcess:
     """`python -m agent run -c CONFIG`, with the bench hook on PYTHONPATH."""
 
-    def __init__(self, config: Path, log: Path, *, hook: bool = True) -> None:
+    def __init__(
+        self, config: Path, log: Path, *, hook: bool = True, memory_dump: Path | None = None
+    ) -> None:
         extra = {"EDGE_AGENT_BENCH_HOOK": "1"} if hook else {}
+        self.memory_dump = memory_dump
+        if memory_dump is not None:
+            extra["EDGE_AGENT_BENCH_TRACEMALLOC"] = str(memory_dump)
         env = python_env(**extra)
         if hook:
             env["PYTHONPATH"] = os.pathsep.join([str(HOOK), env["PYTHONPATH"]])
@@ -250,6 +259,16 @@ class AgentProcess:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def memory_top(self, timeout: float = 300) -> Any:
+        """Ask the traced agent for its top allocations (SIGUSR2) and wait for the file."""
+        if self.memory_dump is None or not self.alive():
+            return None
+        self.memory_dump.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR2)
+        wait_until(self.memory_dump.exists, timeout, "the agent's memory dump")
+        time.sleep(0.5)  # written in one go, but let it finish
+        return json.loads(self.memory_dump.read_text())
 
     def stop(self, timeout: float = 30) -> int | None:
         if self.process.poll() is None:

@@ -80,6 +80,7 @@ def _fleet_table(m: dict[str, Any]) -> list[str]:
         ),
         ("agent CPU s per 1,000 device polls", _num(m["cpu_s_per_1000_polls"])),
         ("agent CPU, share of one core", _num(m["cpu_core_share"])),
+        ("agent CPU spent in the kernel (system time)", _num(m.get("cpu_kernel_share"))),
         ("agent peak RSS (VmHWM)", _num(m["peak_rss_mb"], " MB")),
     ]
     for kind, p in m["poll_ms"].items():
@@ -280,7 +281,7 @@ def plot_cycles(path: Path, f: dict[str, Any]) -> None:
         phases.append(("whatsminers only", f["whatsminers_only"]))
     fig, axes = plt.subplots(2, len(phases), figsize=(7 * len(phases), 7), squeeze=False)
     for column, (name, phase) in enumerate(phases):
-        rows = [r for r in phase["timeline"] if r.get("count")]
+        rows = [r for r in phase["timeline"] if r.get("poll_count")]
         t = [r["t"] for r in rows]
         top, bottom = axes[0][column], axes[1][column]
         for key in ("p50", "p95", "p99", "max"):

@@ -70,7 +70,7 @@ class Mosquitto:
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\n"
+            "max_queued_messages 100000\nset_tcp_nodelay true\n"
         )
         log = (self.workdir / f"mosquitto-{self.port}.log").open("ab")
         self.process = subprocess.Popen(
@@ -116,6 +116,7 @@ class Probe:
         self._cond = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=self.protocol)
         self.client.on_message = self._on_message
+        self.client.on_socket_open = _no_delay
         connected = threading.Event()
         self.client.on_connect = lambda *a: connected.set()
         self.client.connect("127.0.0.1", self.port)
@@ -258,3 +259,8 @@ def env_without_notify() -> dict[str, str]:
     env.pop("NOTIFY_SOCKET", None)
     env.pop("WATCHDOG_USEC", None)
     return env
+
+
+def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -136,9 +136,7 @@ class Agent:
         )
         self.workers[device.id] = worker
         worker.state = last_state
-        self.announcer.announce_device(
-            device.id, device.display_name, worker.kind.catalog, last_state, _config_url(device)
-        )
+        self.announcer.announce_device(device, worker.kind.catalog, last_state)
         worker.start()
 
     async def _remove_worker(self, device_id: str) -> None:
@@ -169,13 +167,7 @@ class Agent:
             self.link.publish(self.topics.event(worker.id), _json(event))
 
     def device_polled(self, worker: DeviceWorker) -> None:
-        self.announcer.announce_device(
-            worker.id,
-            worker.config.display_name,
-            worker.kind.catalog,
-            worker.state,
-            _config_url(worker.config),
-        )
+        self.announcer.announce_device(worker.config, worker.kind.catalog, worker.state)
         self.router.device_polled(worker)
 
     # bridge ----------------------------------------------------------------------------
@@ -313,23 +305,12 @@ class Agent:
     def _reannounce_device(self, worker: DeviceWorker) -> None:
         if worker.id not in self.workers:
             return
-        self.announcer.announce_device(
-            worker.id,
-            worker.config.display_name,
-            worker.kind.catalog,
-            worker.state,
-            _config_url(worker.config),
-        )
+        self.announcer.announce_device(worker.config, worker.kind.catalog, worker.state)
 
     def republish_states(self) -> None:
         for worker in self.workers.values():
             if worker.state is not None:
                 self.device_state(worker, _json(worker.state))
-
-
-def _config_url(device: DeviceConfig) -> str | None:
-    url = getattr(device, "url", None)
-    return str(url) if url else None
 
 
 def _json(value: Any) -> bytes:

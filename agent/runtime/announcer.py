@@ -8,7 +8,7 @@ an empty retained payload instead of lingering in Home Assistant.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from agent.catalog.discovery import (
     topic,
 )
 from agent.catalog.model import Catalog, EntityDescription
+from agent.config.base import DeviceConfig
 from agent.logs import get_logger
 
 log = get_logger("discovery")
@@ -49,19 +50,21 @@ class Announcer:
 
     def announce_device(
         self,
-        device_id: str,
-        name: str,
+        config: DeviceConfig,
         catalog: Catalog,
         state: Mapping[str, Any] | None,
-        url: str | None = None,
         *,
         force: bool = False,
     ) -> int:
         """Publish what changed for one device; returns how many config topics were sent."""
         if not self.enabled:
             return 0
-        entities = catalog.entities_for(state)
-        device = device_block(self.ctx, catalog, device_id, name, state, url)
+        device_id = config.id
+        entities = announced_entities(catalog, state, config.allow_commands)
+        url = getattr(config, "url", None)
+        device = device_block(
+            self.ctx, catalog, device_id, config.display_name, state, str(url) if url else None
+        )
         signature = (tuple(e.key for e in entities), tuple(sorted(device.items(), key=str)))
         previous = self._announced.get(device_id)
         if previous and previous.signature == signature and not force:
@@ -127,6 +130,20 @@ class Announcer:
 
     def devices(self) -> list[str]:
         return list(self._announced)
+
+
+def announced_entities(
+    catalog: Catalog, state: Mapping[str, Any] | None, allowed: Collection[str]
+) -> list[EntityDescription]:
+    """A control for a disruptive command appears only where that command is allowed: a
+    reboot button that can only ever answer "not allowed" is worse than none."""
+    found = []
+    for entity in catalog.entities_for(state):
+        spec = catalog.command(entity.command) if entity.command else None
+        if spec is not None and spec.disruptive and spec.name not in allowed:
+            continue
+        found.append(entity)
+    return found
 
 
 def _encode(payload: dict[str, Any]) -> bytes:

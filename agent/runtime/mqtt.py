@@ -1,10 +1,12 @@
 """The agent's one MQTT session (paho-mqtt 2.x), and what it guarantees across outages.
 
-- Retained topics (state, availability, bridge) are kept as the latest payload per topic and
-  never queued while the broker is away: on every (re)connect the whole set is published
-  again, so a broker that lost its retained store, or an outage of any length, ends with
-  every topic current and nothing stale replayed.
-- Everything else (results, events, responses) goes through paho's queue, bounded by
+- Retained topics (state, availability, bridge, discovery) are kept as the latest payload per
+  topic. They reach paho through a pump that keeps at most RETAINED_WINDOW of them unacknowledged;
+  the rest wait as "dirty" topics, where a newer payload replaces an older one. So a burst
+  (85,000 discovery configs at start) is never dropped and never piles up in memory, a slow
+  broker sees each topic's latest value once, and on every (re)connect the whole set is sent
+  again, so a broker that lost its retained store ends with every topic current.
+- Everything else (results, events, responses) goes straight to paho's queue, bounded by
   `mqtt.max_queued`.
 - Subscriptions are remembered and made again on every connect.
 Callbacks run on paho's network thread; `on_message` must hand work off, never block.
@@ -12,8 +14,11 @@ Callbacks run on paho's network thread; `on_message` must hand work off, never b
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +33,8 @@ from agent.config.settings import MqttSection
 from agent.logs import get_logger
 
 log = get_logger("mqtt")
+RETAINED_WINDOW = 200  # retained publishes awaiting their PUBACK at once
+INFLIGHT = 100  # paho's QoS 1 window towards the broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,10 @@ class MqttLink:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._retained: dict[str, bytes] = {}
+        self._dirty: dict[str, bytes] = {}  # retained topics still to send, oldest first
+        self._pumped: set[int] = set()  # message ids of retained publishes awaiting PUBACK
+        self._acked_early: set[int] = set()
+        self._sending = 0
         self._subscriptions: set[str] = set()
         self._lock = threading.Lock()
         self.connected = threading.Event()
@@ -80,7 +91,8 @@ class MqttLink:
             min_delay=max(1, int(self.settings.reconnect_min)),
             max_delay=max(1, int(self.settings.reconnect_max)),
         )
-        client.max_queued_messages_set(self.settings.max_queued)
+        client.max_queued_messages_set(self.settings.max_queued + RETAINED_WINDOW + INFLIGHT)
+        client.max_inflight_messages_set(INFLIGHT)
         if self.settings.username:
             password = self.settings.password
             client.username_pw_set(
@@ -91,6 +103,8 @@ class MqttLink:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        client.on_socket_open = _no_delay
         return client
 
     def _configure_tls(self, client: mqtt.Client) -> None:
@@ -120,9 +134,10 @@ class MqttLink:
             self._retained[topic] = payload
             if self.connected.is_set():
                 infos.append(self.client.publish(topic, payload, qos=1, retain=True))
+        deadline = time.monotonic() + timeout
         for info in infos:
             try:
-                info.wait_for_publish(timeout)
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
                 break  # the connection went away meanwhile; the Last Will covers the bridge
         self._stopping = True
@@ -145,17 +160,66 @@ class MqttLink:
 
     def publish_retained(self, topic: str, payload: bytes | str) -> None:
         data = payload.encode() if isinstance(payload, str) else payload
-        with self._lock:  # pairs with _handle_connect: either it sends this, or we do
+        with self._lock:
             self._retained[topic] = data
-            connected = self.connected.is_set()
-        if connected:
-            self.client.publish(topic, data, qos=1, retain=True)
+            if self.connected.is_set():
+                self._mark_dirty(topic, data)
+        self._pump()
 
     def clear_retained(self, topic: str) -> None:
         """An empty retained payload deletes the topic at the broker (HA discovery removal)."""
         with self._lock:
             self._retained.pop(topic, None)
-        self.client.publish(topic, b"", qos=1, retain=True)
+            if self.connected.is_set():
+                self._mark_dirty(topic, b"")
+        self._pump()
+
+    def _mark_dirty(self, topic: str, data: bytes) -> None:
+        self._dirty.pop(topic, None)  # re-insert at the end: first dirtied, first sent
+        self._dirty[topic] = data
+
+    def _pump(self) -> None:
+        """Hand dirty retained topics to paho while fewer than RETAINED_WINDOW await a PUBACK.
+
+        paho is called outside our lock: it calls back (on_publish) holding its own locks,
+        and taking ours there while we held ours around paho would deadlock.
+        """
+        while True:
+            with self._lock:
+                busy = len(self._pumped) + self._sending
+                if not self._dirty or busy >= RETAINED_WINDOW or not self.connected.is_set():
+                    return
+                topic = next(iter(self._dirty))
+                data = self._dirty.pop(topic)
+                self._sending += 1
+            info = self.client.publish(topic, data, qos=1, retain=True)
+            with self._lock:
+                self._sending -= 1
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    self._dirty.setdefault(topic, data)  # again after the next PUBACK
+                    return
+                if info.mid in self._acked_early:
+                    self._acked_early.discard(info.mid)
+                else:
+                    self._pumped.add(info.mid)
+                if not self._sending:
+                    self._acked_early.clear()  # the rest were results' and events' PUBACKs
+
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        with self._lock:
+            known = mid in self._pumped
+            self._pumped.discard(mid)
+            if not known and self._sending:
+                self._acked_early.add(mid)  # acknowledged before _pump could record it
+        if known:
+            self._pump()
+
+    @property
+    def backlog(self) -> int:
+        """Retained topics waiting to be sent (for health)."""
+        return len(self._dirty)
 
     def publish(
         self,
@@ -183,11 +247,12 @@ class MqttLink:
         with self._lock:
             topics = sorted(self._subscriptions)
             self.connected.set()
-            retained = list(self._retained.items())
+            self._pumped.clear()  # unacknowledged ones from the last session are sent again
+            self._acked_early.clear()
+            self._dirty = dict(self._retained)
         if topics:
             client.subscribe([(t, 1) for t in topics])
-        for topic, payload in retained:
-            client.publish(topic, payload, qos=1, retain=True)
+        self._pump()
         log.info("mqtt connected", broker=f"{self.settings.host}:{self.settings.port}")
         self._on_connected()
 
@@ -209,3 +274,9 @@ class MqttLink:
         correlation = getattr(props, "CorrelationData", None) if props else None
         payload = bytes(message.payload)
         self._on_message(Inbound(message.topic, payload, response_topic, correlation))
+
+
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Without TCP_NODELAY each small publish can wait ~40 ms for the broker's delayed ACK."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -23,6 +23,7 @@ from agent.devices import KINDS
 from agent.devices.base import PollResult
 from agent.errors import AgentError, UnknownCommandError
 from agent.logs import redact_text
+from agent.runtime.announcer import announced_entities
 
 
 def find_device(settings: Settings, device_id: str) -> DeviceConfig:
@@ -108,7 +109,7 @@ def discovery_payloads(settings: Settings) -> Iterator[tuple[str, dict[str, Any]
     for device in settings.devices:
         catalog = KINDS[device.kind].catalog
         block = make_device_block(ctx, catalog, device.id, device.display_name, None, None)
-        for entity in catalog.entities:
+        for entity in announced_entities(catalog, None, device.allow_commands):
             yield (
                 topic(ctx, entity.platform, device.id, entity.key),
                 entity_payload(ctx, catalog, device.id, entity, block),

@@ -617,7 +617,9 @@ def _board_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
         return []
     found = []
     for index, board in enumerate(boards):
-        slot = board.get("slot", index) if isinstance(board, dict) else index
+        slot = board.get("slot") if isinstance(board, dict) else None
+        if slot is None:  # edevs without Slot or ASC: number the boards in reply order
+            slot = index
         path = f"boards.{index}"
         found.append(
             EntityDescription(
