@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.catalog.discovery import DiscoveryContext, topic
+from agent.catalog.model import Catalog, EntityDescription
 from agent.devices import KINDS
 
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ def startup(
     for target in targets:
         raw = observer.last_state.get(target.device)
         state = json.loads(raw) if raw else None
-        entities = KINDS[target.kind].catalog.entities_for(state)
+        allowed = target.config.get("allow_commands", [])
+        entities = _announced(KINDS[target.kind].catalog, state, allowed)
         expected.update(topic(ctx, e.platform, target.device, e.key) for e in entities)
     seen = observer.discovery_first
     arrived = [seen[t] for t in expected if t in seen]
@@ -72,6 +74,17 @@ def startup(
         else None,
         "discovery_messages_before_window": startup_discovery,
     }
+
+
+def _announced(
+    catalog: Catalog, state: dict[str, Any] | None, allowed: list[str]
+) -> list[EntityDescription]:
+    """The entities the agent announces for this state, by the agent's own rule."""
+    try:
+        from agent.runtime.announcer import announced_entities
+    except ImportError:  # an agent from before controls were filtered
+        return catalog.entities_for(state)
+    return announced_entities(catalog, state, allowed)
 
 
 def _since(t: float | None, t0: float) -> float | None:
@@ -178,9 +191,12 @@ def mqtt_figures(phase: PhaseRun, seconds: float, polls_ok: int) -> dict[str, An
     state_msgs, state_bytes = messages["state"], size["state"]
     mean_state = state_bytes / state_msgs if state_msgs else 0.0
     total_msgs, total_bytes = sum(messages.values()), sum(size.values())
-    every_msgs = total_msgs - state_msgs + polls_ok
-    every_bytes = total_bytes - state_bytes + polls_ok * mean_state
+    # Health ticks and message marks are a few ms apart: a state or two may fall outside.
+    every_state = max(polls_ok, state_msgs)
+    every_msgs = total_msgs - state_msgs + every_state
+    every_bytes = total_bytes - state_bytes + every_state * mean_state
     return {
+        "state_publishes_per_s": _per_second(observer.between(*phase.marks), "state"),
         "by_topic": {
             category: {
                 "messages_per_min": round(messages[category] * per_minute),
@@ -198,16 +214,30 @@ def mqtt_figures(phase: PhaseRun, seconds: float, polls_ok: int) -> dict[str, An
         },
         "state_messages": state_msgs,
         "successful_polls": polls_ok,
-        "polls_without_state_publish": polls_ok - state_msgs,
+        "polls_without_state_publish": max(0, polls_ok - state_msgs),
         "mean_state_bytes": round(mean_state),
     }
+
+
+def _per_second(seen: Sequence[Any], category: str) -> dict[str, Any]:
+    """How evenly the agent spreads its work over the interval: messages per 1 s bin."""
+    times = [s.t for s in seen if s.category == category]
+    if not times:
+        return {}
+    start = times[0]
+    bins = Counter(int(t - start) for t in times)
+    counts = [bins.get(second, 0) for second in range(int(times[-1] - start) + 1)]
+    found = percentiles(counts)
+    found["seconds_with_none"] = sum(1 for c in counts if c == 0)
+    return found
 
 
 def timeline(phase: PhaseRun, interval: float) -> list[dict[str, Any]]:
     """Per health tick (one poll interval): polls/s, poll durations, missed cycles, CPU."""
     rows = []
     previous: Tick | None = None
-    for tick in phase.ticks:
+    window = range(phase.window[0], phase.window[1] + 1) if phase.window else range(0)
+    for index, tick in enumerate(phase.ticks):
         if tick.health is None or tick.cpu_s is None:
             continue
         row: dict[str, Any] = {"t": round(tick.t - phase.started, 2)}
@@ -222,9 +252,7 @@ def timeline(phase: PhaseRun, interval: float) -> list[dict[str, Any]]:
                 previous.health["missed_cycles"]
             )
             row["cpu_core_share"] = round((tick.cpu_s - previous.cpu_s) / elapsed, 3)
-        row["in_window"] = bool(
-            phase.window and phase.ticks.index(tick) in range(phase.window[0], phase.window[1] + 1)
-        )
+        row["in_window"] = index in window
         row["mqtt_out_queue"] = tick.health.get("bench", {}).get("mqtt_out_queue")
         rows.append(row)
         previous = tick
@@ -239,12 +267,12 @@ def command_figures(
 ) -> dict[str, Any]:
     """Latency from the publish on the set topic to the simulator receiving the write and to
     the result message, in ms, matched in order per device and command."""
-    used: Counter[tuple[str, int]] = Counter()
+    used: set[tuple[str, int]] = set()
     for command in sorted(commands, key=lambda c: c.sent):
         wire = WIRE_COMMANDS.get(command.command, command.command)
         for position, (at, name) in enumerate(writes.get(command.sim_key, ())):
-            if name == wire and at >= command.sent and not used[(command.sim_key, position)]:
-                used[(command.sim_key, position)] = 1
+            if name == wire and at >= command.sent and (command.sim_key, position) not in used:
+                used.add((command.sim_key, position))
                 command.write_at = at
                 break
     found: dict[str, Any] = {

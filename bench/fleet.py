@@ -496,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(options)
     figures = bench.run()
     figures["command"] = shlex.join(["python", "-m", "bench.fleet", *options.argv])
+    figures["tree"] = _tree()
     figures["machine"] = {
         "cpus": _cpu_count(),
         "cpu_model": _cpu_model(),
@@ -505,6 +506,17 @@ def main(argv: list[str] | None = None) -> int:
     report.write(options.out, figures)
     print((options.out / "results.md").read_text())
     return 0
+
+
+def _tree() -> dict[str, Any]:
+    """Which code was measured: the commit, and the files changed on top of it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, cwd=REPO, check=False)
+        return done.stdout.decode().strip()
+
+    changed = [line[3:] for line in git("status", "--porcelain", "agent").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "agent_files_changed": changed}
 
 
 def _cpu_count() -> int | None:

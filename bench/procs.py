@@ -89,9 +89,9 @@ class SimProcess:
     def __init__(self, kind: str, first: int, count: int, log: Path) -> None:
         self.kind = kind
         self._log = log.open("ab")
+        command = [sys.executable, "-m", "bench.simproc", kind]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.simproc", kind, "--first", str(first)]
-            + ["--count", str(count)],
+            [*command, "--first", str(first), "--count", str(count)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -177,9 +177,7 @@ class Sampled:
                 rss = self.process.memory_info().rss
         except psutil.Error:
             return None
-        sample = Sample(
-            time.monotonic(), times.user + times.system, rss, times.user, times.system
-        )
+        sample = Sample(time.monotonic(), times.user + times.system, rss, times.user, times.system)
         self.samples.append(sample)
         return sample
 

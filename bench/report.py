@@ -25,13 +25,13 @@ def write(out: Path, figures: dict[str, Any]) -> None:
 
 def _ms(p: dict[str, Any]) -> str:
     if not p.get("count"):
-        return "–"
+        return "-"
     return f"{p['p50']:g} / {p['p95']:g} / {p['p99']:g} / {p['max']:g}"
 
 
 def _num(value: Any, unit: str = "") -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, float):
         value = f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
     elif isinstance(value, int):
@@ -46,7 +46,7 @@ def markdown(f: dict[str, Any]) -> str:
         "",
         f"`{f.get('command', 'python -m bench.fleet')}` — {f['started']}, "
         f"{machine.get('cpus')} CPUs ({machine.get('cpu_model')}), Python {machine.get('python')}"
-        f"{', profiled with py-spy' if c['profiled'] else ''}.",
+        f"{', profiled with py-spy' if c['profiled'] else ''}; {_tree(f.get('tree'))}.",
         f"Fleet: {c['whatsminers']:,} Whatsminers + {c['xmrig']:,} XMRig, poll interval "
         f"{c['poll_interval_s']:g} s, measured window {main['window_s']:g} s, "
         f"{c['commands']} commands.",
@@ -61,6 +61,14 @@ def markdown(f: dict[str, Any]) -> str:
     if f.get("profile"):
         lines += ["", *_profile_table(f["profile"])]
     return "\n".join(lines) + "\n"
+
+
+def _tree(tree: dict[str, Any] | None) -> str:
+    if not tree:
+        return "tree unknown"
+    changed = tree.get("agent_files_changed") or []
+    dirty = f" + uncommitted changes to {', '.join(changed)}" if changed else ""
+    return f"agent at commit {tree.get('commit')}{dirty}"
 
 
 def _fleet_table(m: dict[str, Any]) -> list[str]:
@@ -107,6 +115,7 @@ def _fleet_table(m: dict[str, Any]) -> list[str]:
             f"{mq['every_poll']['messages_per_min']:,} / {mq['every_poll']['bytes_per_min']:,}",
         ),
         ("successful polls without a state publish", _num(mq["polls_without_state_publish"])),
+        ("state publishes per 1 s bin, p50/p95/p99/max", _ms(mq.get("state_publishes_per_s", {}))),
     ]
     for group in ("all", "whatsminer", "xmrig", "first_write_to_device", "repeat_write"):
         if group in cmd:
@@ -152,7 +161,7 @@ def _cpu_table(f: dict[str, Any]) -> list[str]:
     mine = (only or {}).get("cpu_ms_per_poll")
     for name, r in f["references"].items():
         theirs = r.get("cpu_per_poll_ms")
-        ratio = f"{mine / theirs:.2f}" if mine and theirs else "–"
+        ratio = f"{mine / theirs:.2f}" if mine and theirs else "-"
         what = {
             "pyasic": f"pyasic {r.get('version', '')} get_data()",
             "bare": "bare socket, summary",
@@ -185,11 +194,37 @@ def _mqtt_table(m: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------- profile
 
 
+# Where a sample belongs: the first area (in this order) with a function on its stack.
+AREAS = (
+    ("health request + bench hook", ("_bench_figures", "_request_health")),
+    (
+        "commands (validation, token signing, write, result)",
+        ("CommandRouter.run_command", "Driver.execute"),
+    ),
+    ("XMRig poll (requests, on worker threads)", ("XmrigDriver.poll", "BlockingDriver.poll")),
+    ("Whatsminer poll: opening connections", ("WhatsminerClient._open",)),
+    ("Whatsminer poll: json.loads of replies", ("parse_reply",)),
+    ("Whatsminer poll: normalise", ("normalise",)),
+    ("Whatsminer poll: send/read/close, timeouts", ("WhatsminerDriver.poll",)),
+    ("state JSON encode + publish", ("DeviceWorker._publish_state",)),
+    ("discovery re-check after each poll", ("Agent.device_polled",)),
+    ("MQTT retained pump + paho calls", ("MqttLink.", "Client.publish")),
+    ("paho network thread", ("Client._thread_main",)),
+    ("worker scheduling (sleep, wait_for, timeouts)", ("DeviceWorker._run",)),
+    ("logging", ("structlog", "redact")),
+    (
+        "asyncio sockets: connect, read, close callbacks, epoll",
+        ("_sock_connect", "Transport", "EpollSelector", "socket.", "_sock_write_done"),
+    ),
+)
+
+
 def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
     """py-spy raw output (`frame;frame;… count` per line) → the functions that hold the GIL
-    most: self (leaf) and inclusive, in % of all samples."""
+    most: self (leaf) and inclusive, in % of all samples, and the samples per area."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -204,11 +239,24 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
+        areas[_area(stack)] += count
 
-    def share(counter: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / total, 2)) for k, v in counter.most_common(top)]
+    def share(counter: Counter[str], limit: int | None = top) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 2)) for k, v in counter.most_common(limit)]
 
-    return {"samples": total, "self_pct": share(own), "inclusive_pct": share(inclusive)}
+    return {
+        "samples": total,
+        "by_area_pct": share(areas, None),
+        "self_pct": share(own),
+        "inclusive_pct": share(inclusive),
+    }
+
+
+def _area(stack: str) -> str:
+    for name, markers in AREAS:
+        if any(marker in stack for marker in markers):
+            return name
+    return "event loop and the rest"
 
 
 def _frame(text: str) -> str:
@@ -225,6 +273,10 @@ def _frame(text: str) -> str:
 def _profile_table(p: dict[str, Any]) -> list[str]:
     lines = [
         f"## Where the agent's time goes (py-spy --gil, {p['samples']:,} samples)",
+        "",
+        "| area | % of samples holding the GIL |",
+        "|---|---|",
+        *(f"| {area} | {pct} |" for area, pct in p.get("by_area_pct", [])),
         "",
         "| self % | function | | inclusive % | function |",
         "|---|---|---|---|---|",

@@ -783,7 +783,9 @@ def test_write_api_disabled_on_the_miner_is_said_plainly(mqtt: Mqtt, sim: Sims) 
     assert sim.do("wm2", lambda m: (m.errors_sent[45], m.mining)) == (refused_before + 1, True)
 
 
-def test_wrong_admin_password_is_an_auth_result_and_never_published(mqtt: Mqtt, sim: Sims) -> None:
+def test_wrong_admin_password_is_an_auth_result_and_never_published(
+    mqtt: Mqtt, sim: Sims, agent: AgentThread
+) -> None:
     assert mqtt.command("wm2", "/set_led", "green")["ok"] is True  # holds a token now
 
     def password_changed_elsewhere(model: WhatsminerModel) -> None:
@@ -799,10 +801,15 @@ def test_wrong_admin_password_is_an_auth_result_and_never_published(mqtt: Mqtt, 
     assert sim.do("wm2", lambda m: (m.led, m.tokens_issued)) == ("green", tokens + 1)
     again = mqtt.command("wm2", "", json.dumps({"command": "set_led", "color": "red"}))
     assert again["error"]["code"] == "auth"
+    assert "not retried" in again["error"]["message"]
+    # Each try would cost one of the host's 32 tokens: the refusal pauses new fetches.
+    assert sim.do("wm2", lambda m: m.tokens_issued) == tokens + 1
     published = b"\n".join(m.topic.encode() + b" " + m.payload for m in mqtt.from_agent())
     assert b"wrong admin password" in published
     for secret in (PASSWORD, OTHER_PASSWORD):
         assert secret.encode() not in published
+    client = agent.agent.workers["wm2"].driver.client  # type: ignore[attr-defined]
+    agent.call(lambda: setattr(client, "_auth_refused_until", float("-inf")))  # for later tests
 
 
 def test_unknown_to_this_firmware_and_refused_writes_carry_the_device_code(

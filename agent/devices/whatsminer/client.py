@@ -147,6 +147,7 @@ class WhatsminerClient:
         self._token: Token | None = None
         self._token_lock = asyncio.Lock()
         self._refused_until = 0.0
+        self._auth_refused_until = float("-inf")
 
     def __repr__(self) -> str:
         return f"WhatsminerClient({self.where})"
@@ -267,15 +268,21 @@ class WhatsminerClient:
             if exc.device_code != 135:
                 raise
             if fresh:
-                raise AuthError(AUTH_REFUSED, device_code=135) from None
+                raise self._password_refused(token) from None
             self._forget(token)
         token, _ = await self._current_token()
         try:
             return await attempt(token)
         except DeviceError as exc:
             if exc.device_code == 135:
-                raise AuthError(AUTH_REFUSED, device_code=135) from None
+                raise self._password_refused(token) from None
             raise
+
+    def _password_refused(self, token: Token) -> AuthError:
+        """Every new try costs one of the host's 32 tokens: pause before the next one."""
+        self._forget(token)
+        self._auth_refused_until = self.clock() + self.refused_backoff
+        return AuthError(AUTH_REFUSED, device_code=135)
 
     async def update_password(self, new: str, old: str | None = None) -> Any:
         """update_pwd; later writes sign with the new password."""
@@ -313,6 +320,13 @@ class WhatsminerClient:
                 return self._token, False
             if now < self._refused_until:
                 raise DeviceError(DEVICE_MESSAGES[136], device_code=136)
+            if now < self._auth_refused_until:
+                wait = self._auth_refused_until - now
+                raise AuthError(
+                    f"{AUTH_REFUSED}; not retried for another {wait:.0f} s, to spare the "
+                    "miner's tokens",
+                    device_code=135,
+                )
             try:
                 salts = await self.get_token()
             except DeviceError as exc:
@@ -341,6 +355,7 @@ class WhatsminerClient:
         self._password = password
         self._key = None
         self._token = None
+        self._auth_refused_until = float("-inf")
 
     # -------------------------------------------------------- binary flows
 
