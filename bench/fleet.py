@@ -23,6 +23,7 @@ import math
 import platform
 import random
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -111,7 +112,6 @@ class PhaseRun:
     peak_rss: int | None = None
     exit_code: int | None = None
     sims_cpu: tuple[float, float] | None = None
-    profile: Path | None = None
     observer: Observer | None = None
     whatsminer_requests: int | None = None  # served by the simulators during the phase
     only_whatsminers: bool = False
@@ -250,6 +250,7 @@ class Bench:
         )
         if not agent.alive():
             raise RuntimeError(f"the agent exited with {agent.process.returncode}; see logs/")
+        startup_profiler = self._profiler(agent.pid, f"{phase.name}-startup", 3600)
         clock = Ticker(interval)
         deadline = phase.started + self.o.startup_timeout
         while len(observer.first_state) < len(targets) and time.monotonic() < deadline:
@@ -258,11 +259,14 @@ class Bench:
         phase.startup["first_states_complete"] = len(observer.first_state) == len(targets)
         clock.wait()  # one more interval: discovery of the last devices, the schedule settles
         self._tick(phase, observer, sampled)
+        if startup_profiler is not None:
+            startup_profiler.send_signal(signal.SIGINT)  # py-spy writes what it has on ^C
+            startup_profiler.wait(60)
         first, mark = len(phase.ticks) - 1, observer.mark()
         window_end = time.monotonic() + max(1, round(duration / interval)) * interval
         commander = Commander(observer, targets, commands, window_end, self.rng)
         commander.start()
-        profiler = self._profiler(agent.pid, phase, window_end - time.monotonic())
+        profiler = self._profiler(agent.pid, phase.name, window_end - time.monotonic())
         print(
             f"[{phase.name}] measuring for {window_end - time.monotonic():.0f} s", file=sys.stderr
         )
@@ -295,15 +299,13 @@ class Bench:
             )
         )
 
-    def _profiler(
-        self, pid: int, phase: PhaseRun, seconds: float
-    ) -> subprocess.Popen[bytes] | None:
+    def _profiler(self, pid: int, name: str, seconds: float) -> subprocess.Popen[bytes] | None:
+        """py-spy on the agent: samples of the thread holding the GIL, as collapsed stacks."""
         if not self.o.profile:
             return None
-        phase.profile = self.out / f"profile-{phase.name}.txt"
         command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds))]
         command += ["--rate", "250", "--nonblocking", "--gil", "--format", "raw"]
-        command += ["--output", str(phase.profile)]
+        command += ["--output", str(self.out / f"profile-{name}.txt")]
         log = (self.logs / "py-spy.log").open("ab")
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -493,10 +495,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    tree = _tree()  # before the run: others may commit while it goes
     bench = Bench(options)
     figures = bench.run()
     figures["command"] = shlex.join(["python", "-m", "bench.fleet", *options.argv])
-    figures["tree"] = _tree()
+    figures["tree"] = tree
     figures["machine"] = {
         "cpus": _cpu_count(),
         "cpu_model": _cpu_model(),

@@ -11,9 +11,11 @@ MET = {True: "met", False: "**not met**", None: "n/a"}
 
 
 def write(out: Path, figures: dict[str, Any]) -> None:
-    profile = out / "profile-fleet.txt"
-    if figures["config"].get("profiled") and profile.exists():
-        figures["profile"] = profile_summary(profile)
+    if figures["config"].get("profiled"):
+        for name in ("fleet-startup", "fleet"):
+            profile = out / f"profile-{name}.txt"
+            if profile.exists():
+                figures.setdefault("profile", {})[name] = profile_summary(profile)
     (out / "results.json").write_text(json.dumps(figures, indent=1) + "\n")
     (out / "results.md").write_text(markdown(figures))
     plot_latency(out / "command_latency.png", figures)
@@ -58,8 +60,8 @@ def markdown(f: dict[str, Any]) -> str:
     ]
     lines += [f"| {t['target']} | {t['value']} | {MET[t['met']]} |" for t in f["targets"]]
     lines += ["", *_fleet_table(main), "", *_cpu_table(f), "", *_mqtt_table(main)]
-    if f.get("profile"):
-        lines += ["", *_profile_table(f["profile"])]
+    for name, profile in f.get("profile", {}).items():
+        lines += ["", *_profile_table(name, profile)]
     return "\n".join(lines) + "\n"
 
 
@@ -270,9 +272,10 @@ def _frame(text: str) -> str:
     return f"{name} ({short})" if where else name
 
 
-def _profile_table(p: dict[str, Any]) -> list[str]:
+def _profile_table(name: str, p: dict[str, Any]) -> list[str]:
+    what = "startup" if name.endswith("startup") else "the measured window"
     lines = [
-        f"## Where the agent's time goes (py-spy --gil, {p['samples']:,} samples)",
+        f"## Where the agent's time goes: {what} (py-spy --gil, {p['samples']:,} samples)",
         "",
         "| area | % of samples holding the GIL |",
         "|---|---|",

@@ -94,8 +94,10 @@ class DeviceWorker:
 
     async def _run(self) -> None:
         interval = self.config.poll_interval
-        # Spread the first polls of a large fleet over one interval instead of a thundering herd.
-        next_due = time.monotonic() + random.uniform(0, min(interval, 5.0) * self.jitter * 4)
+        # Spread the first polls of a large fleet over one interval (at most 30 s) instead of a
+        # thundering herd that would time out at start.
+        spread = min(interval, 30.0) if self.jitter else 0.0
+        next_due = time.monotonic() + random.uniform(0, spread)
         while True:
             await self._sleep_until(next_due)
             started = time.monotonic()
