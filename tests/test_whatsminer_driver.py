@@ -144,14 +144,16 @@ def test_poll_reads_slow_data_rarely() -> None:
     async def scenario() -> None:
         async with driven() as (model, driver):
             await driver.poll()
-            assert model.connections == 2 + 2 + 3  # fast, detail (psu, errors), slow
+            assert model.connections == 2 + 2 + 3  # fast + status, detail (psu, errors), slow
             await driver.poll()
-            assert model.connections == 7 + 2
+            assert model.connections == 7 + 1  # status too is read only every status_interval
             await driver.execute("set_led", params_for("set_led", b"red"))
             connections = model.connections
             state = (await driver.poll()).state
             assert state["led"] == "red"
-            assert model.connections == connections + 2 + 3  # LED changed: slow reads again
+            # A write: status at once (mining or the mode may have changed), and for the LED
+            # the slow reads again.
+            assert model.connections == connections + 2 + 3
 
     run(scenario)
 

@@ -3,7 +3,7 @@
 One agent serves six simulated miners for the whole module, each with a role:
 `wm1` (allow-list for the disruptive commands), `wm2` (no allow-list), `burst` (untouched until
 the 200-command burst, so its token count is the burst's own), `flaky` (short timeouts, for
-faults), `quirky` (reads everything on every poll and publishes raw replies, for the firmware
+faults), `quirky` (reads everything, status included, on every poll and publishes raw replies, for the firmware
 quirks) and `spent` (for token exhaustion, which backs its client off for a minute).
 The miners share one frozen simulated clock: tests advance it when a command needs time to show
 its effect. The last tests run the CLI (`whatsminer upgrade|logs`, `send`, `poll`) in
@@ -90,7 +90,7 @@ def device_configs(fleet: SimFleet) -> list[dict[str, Any]]:
         miner("wm2", poll_interval="0.5s"),
         miner("burst"),
         miner("flaky", poll_interval="0.1s", timeout=f"{TIMEOUT_S}s", offline_after=2),
-        miner("quirky", publish_raw=True, detail_interval=0, slow_interval=0),
+        miner("quirky", publish_raw=True, detail_interval=0, slow_interval=0, status_interval=0),
         miner("spent"),
     ]
 

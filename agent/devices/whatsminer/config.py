@@ -24,6 +24,7 @@ class WhatsminerConfig(DeviceConfig):
     firmware_command: Literal["update_firmware", "upgrade_firmware"] = "update_firmware"
     slow_interval: Duration = 600.0  # version, devdetails, miner info (network, LED, serial)
     detail_interval: Duration = 60.0  # PSU and error codes
+    status_interval: Duration = 30.0  # mining on/off, power mode; re-read at once after a write
 
     @field_validator("host")
     @classmethod

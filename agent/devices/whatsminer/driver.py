@@ -1,8 +1,9 @@
 """Whatsminer: API replies → state, commands → encrypted writes.
 
-A poll costs two connections (`summary+pools+edevs` joined, then `status`, which does not
-join); PSU and error codes are read every `detail_interval`, version, board models and miner
-info every `slow_interval`, each with ±10 % jitter so a fleet does not read them in step.
+A poll costs one connection (`summary+pools+edevs` joined); `status`, which does not join, is
+read every `status_interval` and right after a write; PSU and error codes every
+`detail_interval`, version, board models and miner info every `slow_interval`, each with ±10 %
+jitter so a fleet does not read them in step.
 """
 
 from __future__ import annotations
@@ -60,16 +61,25 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
         )
         self._slow_due = 0.0
         self._detail_due = 0.0
+        self._status_due = 0.0
+        self._status: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ poll
 
     async def poll(self) -> PollResult:
         sections = await self.client.joined(*FAST_READS)
         raw: dict[str, Any] = dict(sections)
-        status = await _optional(self.client.status)
-        if status is not None:
-            raw["status"] = status
         now = time.monotonic()
+        if now >= self._status_due:
+            # `status` cannot join the summary read; mining on/off and the power mode change
+            # only when written (then it is read at once), so it costs one connection per
+            # status_interval instead of one per poll.
+            status = await _optional(self.client.status)
+            if status is not None:
+                raw["status"] = status
+                self._status = status
+                self._status_due = now + _jitter(self.config.status_interval)
+        status = self._status
         if now >= self._detail_due:
             await self._read_detail(raw)
             self._detail_due = now + _jitter(self.config.detail_interval)
@@ -146,6 +156,7 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
             self._slow["led"] = params["color"]
         if wire_command in _CHANGES_SLOW:
             self._slow_due = 0.0
+        self._status_due = 0.0  # any write may switch mining or the power mode
 
     async def upgrade_firmware(self, path: str | Path, progress: Progress | None = None) -> Any:
         """The firmware upload flow, for `edge-agent whatsminer upgrade` and `send`."""
