@@ -73,7 +73,7 @@ def device_block(
     }
     paths = catalog.device_info
     for key in ("model", "sw_version", "hw_version", "serial_number"):
-        found = _lookup(state, getattr(paths, key))
+        found = lookup(state, getattr(paths, key))
         if found not in (None, ""):
             block[key] = str(found)
     if url:
@@ -165,7 +165,7 @@ def _ref(path: str) -> str:
     )
 
 
-def _lookup(state: Mapping[str, Any] | None, path: str | None) -> Any:
+def lookup(state: Mapping[str, Any] | None, path: str | None) -> Any:
     if not state or not path:
         return None
     value: Any = state

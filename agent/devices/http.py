@@ -16,6 +16,9 @@ from agent.errors import DeviceTimeoutError, ProtocolError, UnreachableError
 
 def make_session(*, verify: bool | str = True, user_agent: str = "edge-agent") -> requests.Session:
     session = requests.Session()
+    # Devices sit on the local network: no proxies or netrc from the environment, which
+    # requests would otherwise re-read on every request.
+    session.trust_env = False
     session.verify = verify
     session.headers["User-Agent"] = user_agent
     session.headers["Accept"] = "application/json"

@@ -60,7 +60,10 @@ class Agent:
             on_disconnected=self._disconnected_from_network_thread,
         )
         self.announcer = Announcer(
-            self.ctx, self.link.publish_retained, self.link.clear_retained, enabled=ha.enabled
+            self.ctx,
+            lambda topic, payload: self.link.publish_retained(topic, payload, keep=False),
+            self.link.clear_retained,
+            enabled=ha.enabled,
         )
         self.router = CommandRouter(self)
         self.sweeper = StaleDeviceSweeper(

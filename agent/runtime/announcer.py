@@ -18,6 +18,7 @@ from agent.catalog.discovery import (
     DiscoveryContext,
     device_block,
     entity_payload,
+    lookup,
     topic,
 )
 from agent.catalog.model import Catalog, EntityDescription
@@ -60,15 +61,17 @@ class Announcer:
         if not self.enabled:
             return 0
         device_id = config.id
+        # Called after every poll: decide from a few cheap lookups whether anything changed
+        # before building any payload.
+        signature = _signature(config, catalog, state)
+        previous = self._announced.get(device_id)
+        if previous and previous.signature == signature and not force:
+            return 0
         entities = announced_entities(catalog, state, config.allow_commands)
         url = getattr(config, "url", None)
         device = device_block(
             self.ctx, catalog, device_id, config.display_name, state, str(url) if url else None
         )
-        signature = (tuple(e.key for e in entities), tuple(sorted(device.items(), key=str)))
-        previous = self._announced.get(device_id)
-        if previous and previous.signature == signature and not force:
-            return 0
         payloads = self._payloads(catalog, device_id, entities, device)
         for stale in (previous.topics if previous else frozenset()) - payloads.keys():
             self._clear(stale)
@@ -130,6 +133,21 @@ class Announcer:
 
     def devices(self) -> list[str]:
         return list(self._announced)
+
+
+def _signature(
+    config: DeviceConfig, catalog: Catalog, state: Mapping[str, Any] | None
+) -> tuple[Any, ...]:
+    """What the discovery payloads depend on: the config, device info and dynamic entities."""
+    paths = catalog.device_info
+    info = tuple(
+        lookup(state, path)
+        for path in (paths.model, paths.sw_version, paths.hw_version, paths.serial_number)
+    )
+    dynamic: tuple[str, ...] = ()
+    if catalog.dynamic_entities is not None and state:
+        dynamic = tuple(e.key for e in catalog.dynamic_entities(state))
+    return (id(config), info, dynamic)
 
 
 def announced_entities(

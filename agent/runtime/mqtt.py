@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,9 @@ from agent.logs import get_logger
 
 log = get_logger("mqtt")
 RETAINED_WINDOW = 200  # retained publishes awaiting their PUBACK at once
-INFLIGHT = 100  # paho's QoS 1 window towards the broker
+# paho's QoS 1 window: room for the whole retained window plus results, so nothing waits in
+# paho's own queue (each PUBACK rescans that queue).
+INFLIGHT = RETAINED_WINDOW + 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,9 @@ class MqttLink:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._retained: dict[str, bytes] = {}
-        self._dirty: dict[str, bytes] = {}  # retained topics still to send, oldest first
+        # Retained topics still to send, oldest first. An OrderedDict: taking from the front
+        # of a plain dict rescans the deleted slots, quadratic over an 85,000-topic burst.
+        self._dirty: OrderedDict[str, bytes] = OrderedDict()
         self._pumped: set[int] = set()  # message ids of retained publishes awaiting PUBACK
         self._acked_early: set[int] = set()
         self._sending = 0
@@ -158,10 +163,13 @@ class MqttLink:
         if known and self.connected.is_set():
             self.client.unsubscribe(topic)
 
-    def publish_retained(self, topic: str, payload: bytes | str) -> None:
+    def publish_retained(self, topic: str, payload: bytes | str, *, keep: bool = True) -> None:
+        """`keep=False` for payloads their owner publishes again after every connect
+        (discovery: about 30 KB a device that need not stay in memory)."""
         data = payload.encode() if isinstance(payload, str) else payload
         with self._lock:
-            self._retained[topic] = data
+            if keep:
+                self._retained[topic] = data
             if self.connected.is_set():
                 self._mark_dirty(topic, data)
         self._pump()
@@ -175,8 +183,8 @@ class MqttLink:
         self._pump()
 
     def _mark_dirty(self, topic: str, data: bytes) -> None:
-        self._dirty.pop(topic, None)  # re-insert at the end: first dirtied, first sent
         self._dirty[topic] = data
+        self._dirty.move_to_end(topic)  # first dirtied, first sent
 
     def _pump(self) -> None:
         """Hand dirty retained topics to paho while fewer than RETAINED_WINDOW await a PUBACK.
@@ -189,14 +197,15 @@ class MqttLink:
                 busy = len(self._pumped) + self._sending
                 if not self._dirty or busy >= RETAINED_WINDOW or not self.connected.is_set():
                     return
-                topic = next(iter(self._dirty))
-                data = self._dirty.pop(topic)
+                topic, data = self._dirty.popitem(last=False)
                 self._sending += 1
             info = self.client.publish(topic, data, qos=1, retain=True)
             with self._lock:
                 self._sending -= 1
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    self._dirty.setdefault(topic, data)  # again after the next PUBACK
+                    if topic not in self._dirty:  # again after the next PUBACK
+                        self._dirty[topic] = data
+                        self._dirty.move_to_end(topic, last=False)
                     return
                 if info.mid in self._acked_early:
                     self._acked_early.discard(info.mid)
@@ -249,7 +258,7 @@ class MqttLink:
             self.connected.set()
             self._pumped.clear()  # unacknowledged ones from the last session are sent again
             self._acked_early.clear()
-            self._dirty = dict(self._retained)
+            self._dirty = OrderedDict(self._retained)
         if topics:
             client.subscribe([(t, 1) for t in topics])
         self._pump()

@@ -8,10 +8,10 @@ own in-flight request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,7 +42,7 @@ class PollStats:
     last_success: float | None = None  # wall clock
     last_duration_ms: float | None = None
     missed_cycles: int = 0
-    durations_ms: list[float] = field(default_factory=list)  # since last read, for the bench
+    durations_ms: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # recent
 
 
 class DeviceWorker:
@@ -70,7 +70,8 @@ class DeviceWorker:
         self.available: bool | None = None
         self._published: bytes | None = None
         self._published_at = float("-inf")
-        self._wake = asyncio.Event()
+        self._wake_requested = False
+        self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -90,7 +91,10 @@ class DeviceWorker:
             log.debug("driver close failed", device=self.id, error=str(exc))
 
     def poll_soon(self) -> None:
-        self._wake.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        else:
+            self._wake_requested = True
 
     async def _run(self) -> None:
         interval = self.config.poll_interval
@@ -112,19 +116,28 @@ class DeviceWorker:
                 next_due = time.monotonic()
 
     async def _sleep_until(self, due: float) -> None:
+        """Sleep until `due` or until poll_soon(); a plain timer, since thousands of devices
+        each creating a wait_for task per cycle is measurable CPU."""
         delay = due - time.monotonic()
-        if delay <= 0 and not self._wake.is_set():
+        if self._wake_requested or delay <= 0:
+            self._wake_requested = False
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0))
-        self._wake.clear()
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(delay, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     async def poll(self) -> dict[str, Any] | None:
         """One poll now; returns the new state, or None when the device could not be read."""
         started = time.monotonic()
         async with self.lock:
             try:
-                result = await asyncio.wait_for(self.driver.poll(), self._deadline())
+                async with asyncio.timeout(self._deadline()):
+                    result = await self.driver.poll()
             except Exception as exc:  # every failure counts; the loop must go on
                 self._poll_failed(_as_agent_error(exc, self.config.timeout))
                 return None
@@ -140,8 +153,7 @@ class DeviceWorker:
     def _record_duration(self, started: float) -> None:
         elapsed = (time.monotonic() - started) * 1000
         self.stats.last_duration_ms = elapsed
-        if len(self.stats.durations_ms) < 10_000:
-            self.stats.durations_ms.append(elapsed)
+        self.stats.durations_ms.append(elapsed)
 
     def _poll_failed(self, error: AgentError) -> None:
         self.stats.failed += 1
@@ -195,6 +207,11 @@ class DeviceWorker:
                 raise DeviceTimeoutError(
                     f"{command}: no answer from the device within {timeout:g}s"
                 ) from None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _as_agent_error(exc: BaseException, timeout: float) -> AgentError:
