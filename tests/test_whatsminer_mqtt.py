@@ -4,7 +4,8 @@ One agent serves six simulated miners for the whole module, each with a role:
 `wm1` (allow-list for the disruptive commands), `wm2` (no allow-list), `burst` (untouched until
 the 200-command burst, so its token count is the burst's own), `flaky` (short timeouts, for
 faults), `quirky` (reads everything, status included, on every poll and publishes raw replies,
-for the firmware quirks) and `spent` (for token exhaustion, which backs its client off for a minute).
+for the firmware quirks) and `spent` (for token exhaustion, which backs its client off for a
+minute).
 The miners share one frozen simulated clock: tests advance it when a command needs time to show
 its effect. The last tests run the CLI (`whatsminer upgrade|logs`, `send`, `poll`) in
 subprocesses against a miner of their own.
