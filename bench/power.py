@@ -28,6 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent import logs
 from agent.config.settings import LoadedConfig, Settings
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.simulator import start_fleet
@@ -299,8 +300,8 @@ def markdown(results: dict[str, Any]) -> str:
         ("hashrate kept per kW (TH/s per kW)", a["hashrate_ths_per_kw"], b["hashrate_ths_per_kw"]),
     ]
     lines = [
-        f"Site power control, {results['miners']} simulated Whatsminers per fleet "
-        f"(`{results['command']}`, {results['date']})",
+        f"Site power control, {results['miners']} simulated Whatsminers per fleet, miner clocks "
+        f"x{results['time_scale']:g} (`{results['command']}`, {results['date']})",
         "",
         "| figure | controller | naive baseline |",
         "|---|---|---|",
@@ -337,8 +338,11 @@ def plot(results_dir: Path, sides: list[Side]) -> None:
     figure.savefig(results_dir / "power_tracking.png", dpi=100)
 
 
-async def _start_fleets(count: int) -> list[SimFleet]:
-    return [await start_fleet(count), await start_fleet(count)]
+async def _start_fleets(count: int, time_scale: float) -> list[SimFleet]:
+    return [
+        await start_fleet(count, time_scale=time_scale),
+        await start_fleet(count, time_scale=time_scale),
+    ]
 
 
 def wait_learned(side: Side, timeout: float = 120) -> None:
@@ -360,13 +364,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--miners", type=int, default=200, help="miners per fleet")
     parser.add_argument("--quick", action="store_true", help="40 miners, compressed scenarios")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=10.0,
+        help="the simulated miners' clock speed: preheating (90 s) and power_on ramps pass this "
+        "much faster, so the compressed day keeps a realistic ratio to miner physics",
+    )
     args = parser.parse_args(argv)
     miners = 40 if args.quick and args.miners == 200 else args.miners
     args.out.mkdir(parents=True, exist_ok=True)
+    logs.configure("warning", "console")
     broker = Mosquitto(Path(tempfile.mkdtemp(prefix="bench-power-")))
     broker.start()
     sim = LoopThread("simulators")
-    fleets = sim.run(_start_fleets(miners), timeout=300)
+    fleets = sim.run(_start_fleets(miners, args.time_scale), timeout=300)
     sides = []
     for name, fleet, controlled in (("controller", fleets[0], True), ("naive", fleets[1], False)):
         agent, thread, running = start_agent(
@@ -390,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python -m bench.power" + (" --quick" if args.quick else ""),
             "date": time.strftime("%Y-%m-%d"),
             "miners": miners,
+            "time_scale": args.time_scale,
             "controller": figures(sides[0], sim, hours),
             "naive": figures(sides[1], sim, hours),
         }
