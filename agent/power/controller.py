@@ -37,6 +37,7 @@ PREHEAT_MAX_S = 600.0
 DEFAULT_STANDBY_W = 20.0
 GAIN_LIMITS = (0.7, 1.3)
 INTEGRAL_LIMIT = 0.1  # site-level correction stays within ±10 % of the target
+MAX_MARGIN = 0.05  # targets up to 5 % above the learned fleet maximum are clamped to it
 
 
 @dataclass(slots=True)
@@ -181,7 +182,11 @@ class PowerController:
             self.enabled = body["enabled"]
         self.ramp = body.get("ramp", self.ramp)
         if "target_w" in body:
-            self.target_w = None if body["target_w"] is None else float(body["target_w"])
+            target = body["target_w"]
+            # The fleet's maximum is itself learned from readings: a target within the margin
+            # above it means "everything", not an error.
+            maximum = self.fleet_max_w() or math.inf
+            self.target_w = None if target is None else min(float(target), maximum)
             self.integral_w = 0.0
             log.info("power target", target_w=self.target_w, ramp=self.ramp)
         return {"target_w": self.target_w, "ramp": self.ramp, "enabled": self.enabled}
@@ -196,7 +201,7 @@ class PowerController:
         if value < 0:
             raise ValidationError(f"target_w cannot be negative, got {value:g}")
         maximum = self.fleet_max_w()
-        if maximum and value > maximum:
+        if maximum and value > maximum * (1 + MAX_MARGIN):
             raise ValidationError(
                 f"target_w {value:g} W is above what the members can draw ({maximum:.0f} W)"
             )
