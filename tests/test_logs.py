@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from agent import logs
 
 EARLY = logs.get_logger("early")  # made at import, before configure(), like module loggers
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
 
 
 def test_module_level_logger_masks_secrets_and_follows_configure(
