@@ -15,6 +15,7 @@ from typing import Any, TextIO, cast
 import structlog
 
 MASK = "***"
+MIN_MASKED_LENGTH = 6
 SECRET_KEYS = frozenset({"password", "token", "api_key", "access_token", "secret", "passwd"})
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
@@ -22,7 +23,10 @@ _pattern: re.Pattern[str] | None = None
 
 def register_secrets(values: Iterable[str]) -> None:
     global _pattern
-    _secrets.update(v for v in values if v and len(v) >= 3)
+    # Masking by value is the second line of defence (secrets are kept out of messages in the
+    # first place); below 6 characters it would also hit ordinary words ("admin", the
+    # Whatsminer factory password, would turn "wrong admin password" into nonsense).
+    _secrets.update(v for v in values if v and len(v) >= MIN_MASKED_LENGTH)
     # One alternation, longest first (a secret containing another is masked whole), instead
     # of one scan per secret: a fleet has thousands of them.
     ordered = sorted(_secrets, key=len, reverse=True)

@@ -34,6 +34,11 @@ def test_module_level_logger_masks_secrets_and_follows_configure(
 
 
 def test_redact_text_masks_the_longest_secret_whole() -> None:
-    logs.register_secrets(["abcd", "abcdef"])
-    assert logs.redact_text("x abcdef y abcd z") == "x *** y *** z"
+    logs.register_secrets(["abcdefgh", "abcdefghij"])
+    assert logs.redact_text("x abcdefghij y abcdefgh z") == "x *** y *** z"
     assert logs.redact_text("nothing here") == "nothing here"
+
+
+def test_short_values_are_not_masked_as_words() -> None:
+    logs.register_secrets(["admin"])  # the Whatsminer factory password
+    assert logs.redact_text("wrong admin password") == "wrong admin password"

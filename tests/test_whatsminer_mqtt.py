@@ -794,23 +794,25 @@ def test_wrong_admin_password_is_an_auth_result_and_never_published(
         model._set_key()
 
     sim.do("wm2", password_changed_elsewhere)
-    tokens = sim.do("wm2", lambda m: m.tokens_issued)
-    result = mqtt.command("wm2", "/set_led", "red")
-    assert (result["ok"], result["error"]["code"]) == (False, "auth")
-    assert result["error"]["device_code"] == 135
-    assert "wrong admin password" in result["error"]["message"]
-    assert sim.do("wm2", lambda m: (m.led, m.tokens_issued)) == ("green", tokens + 1)
-    again = mqtt.command("wm2", "", json.dumps({"command": "set_led", "color": "red"}))
-    assert again["error"]["code"] == "auth"
-    assert "not retried" in again["error"]["message"]
-    # Each try would cost one of the host's 32 tokens: the refusal pauses new fetches.
-    assert sim.do("wm2", lambda m: m.tokens_issued) == tokens + 1
-    published = b"\n".join(m.topic.encode() + b" " + m.payload for m in mqtt.from_agent())
-    assert b"wrong admin password" in published
-    for secret in (PASSWORD, OTHER_PASSWORD):
-        assert secret.encode() not in published
     client = agent.agent.workers["wm2"].driver.client  # type: ignore[attr-defined]
-    agent.call(lambda: setattr(client, "_auth_refused_until", float("-inf")))  # for later tests
+    try:
+        tokens = sim.do("wm2", lambda m: m.tokens_issued)
+        result = mqtt.command("wm2", "/set_led", "red")
+        assert (result["ok"], result["error"]["code"]) == (False, "auth")
+        assert result["error"]["device_code"] == 135
+        assert "wrong admin password" in result["error"]["message"]
+        assert sim.do("wm2", lambda m: (m.led, m.tokens_issued)) == ("green", tokens + 1)
+        again = mqtt.command("wm2", "", json.dumps({"command": "set_led", "color": "red"}))
+        assert again["error"]["code"] == "auth"
+        assert "not retried" in again["error"]["message"]
+        # Each try would cost one of the host's 32 tokens: the refusal pauses new fetches.
+        assert sim.do("wm2", lambda m: m.tokens_issued) == tokens + 1
+        published = b"\n".join(m.topic.encode() + b" " + m.payload for m in mqtt.from_agent())
+        assert b"wrong admin password" in published
+        for secret in (PASSWORD, OTHER_PASSWORD):
+            assert secret.encode() not in published
+    finally:  # later tests use wm2: lift the pause this test caused
+        agent.call(lambda: setattr(client, "_auth_refused_until", float("-inf")))
 
 
 def test_unknown_to_this_firmware_and_refused_writes_carry_the_device_code(
