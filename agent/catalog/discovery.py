@@ -43,10 +43,7 @@ def topic(ctx: DiscoveryContext, platform: str, node: str, key: str) -> str:
 def value_template(entity: EntityDescription) -> str | None:
     if entity.value is None:
         return None
-    ref = "value_json" + "".join(
-        f"[{part}]" if part.isdigit() else f"[{json.dumps(part)}]"
-        for part in entity.value.split(".")
-    )
+    ref = _ref(entity.value)
     if entity.platform in ("binary_sensor", "switch"):
         return f"{{{{ 'ON' if {ref} else 'OFF' }}}}"
     if entity.scale is not None:

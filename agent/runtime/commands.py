@@ -111,12 +111,7 @@ class CommandRouter:
             )
             result = _result(request, started, ok=False, error=error)
         log.info("power request", ok=result["ok"], error=result["error"], data=result["data"])
-        payload = json.dumps(result, default=str).encode()
-        self.agent.link.publish(self.agent.topics.power + "/result", payload)
-        if message.response_topic:
-            self.agent.link.publish(
-                message.response_topic, payload, correlation_data=message.correlation_data
-            )
+        self._reply(self.agent.topics.power + "/result", result, message)
 
     def _ha_status(self, payload: bytes) -> None:
         if payload.strip().lower() != b"online":
@@ -155,7 +150,7 @@ class CommandRouter:
         finally:
             self.in_flight -= 1
         self._log_result(worker, result)
-        self._send_result(worker.id, result, message)
+        self._reply(self.agent.topics.result(worker.id), result, message)
 
     def _parse(
         self, worker: DeviceWorker, payload: bytes, topic_command: str | None
@@ -190,8 +185,7 @@ class CommandRouter:
         except AgentError as exc:
             result = _result(request, started, ok=False, error=exc.as_dict())
         self._log_result(worker, result)
-        payload = redact_text(json.dumps(result, default=str)).encode()
-        self.agent.link.publish(self.agent.topics.result(worker.id), payload)
+        self._reply(self.agent.topics.result(worker.id), result, None)
         return result
 
     def _log_result(self, worker: DeviceWorker, result: dict[str, Any]) -> None:
@@ -207,11 +201,12 @@ class CommandRouter:
                 "command failed", device=worker.id, command=result["command"], error=result["error"]
             )
 
-    def _send_result(self, device_id: str, result: dict[str, Any], message: Inbound) -> None:
-        payload = redact_text(json.dumps(result, default=str)).encode()
+    def _reply(self, topic: str, body: dict[str, Any], message: Inbound | None) -> None:
+        """Every answer: on its topic, and on the MQTT 5 response topic when one was given."""
+        payload = redact_text(json.dumps(body, default=str)).encode()
         link = self.agent.link
-        link.publish(self.agent.topics.result(device_id), payload)
-        if message.response_topic:
+        link.publish(topic, payload)
+        if message is not None and message.response_topic:
             link.publish(message.response_topic, payload, correlation_data=message.correlation_data)
 
     # bridge requests -------------------------------------------------------------------
@@ -232,12 +227,7 @@ class CommandRouter:
         except AgentError as exc:
             response = {"status": "error", "data": None, "error": exc.message}
         response["transaction"] = transaction
-        payload = redact_text(json.dumps(response, default=str)).encode()
-        self.agent.link.publish(self.agent.topics.response(action[:64]), payload)
-        if message.response_topic:
-            self.agent.link.publish(
-                message.response_topic, payload, correlation_data=message.correlation_data
-            )
+        self._reply(self.agent.topics.response(action[:64]), response, message)
 
     async def _request_devices(self, body: dict[str, Any]) -> Any:
         found = []

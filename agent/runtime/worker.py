@@ -139,7 +139,7 @@ class DeviceWorker:
                 async with asyncio.timeout(self._deadline()):
                     result = await self.driver.poll()
             except Exception as exc:  # every failure counts; the loop must go on
-                self._poll_failed(_as_agent_error(exc, self.config.timeout))
+                self._poll_failed(_as_agent_error(exc, self._deadline()))
                 return None
             finally:
                 self._record_duration(started)
@@ -214,11 +214,11 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _as_agent_error(exc: BaseException, timeout: float) -> AgentError:
+def _as_agent_error(exc: BaseException, deadline: float) -> AgentError:
     if isinstance(exc, AgentError):
         return exc
     if isinstance(exc, TimeoutError):
-        return DeviceTimeoutError(f"no answer within {timeout * 4 + 1:g}s")
+        return DeviceTimeoutError(f"no answer within {deadline:g}s")
     log.exception("driver raised an unexpected error", error=repr(exc))
     return AgentError(
         f"internal error while polling: {type(exc).__name__}", code=ErrorCode.INTERNAL
