@@ -31,7 +31,6 @@ from agent.runtime.agent import Agent
 from agent.simulate.fleet import LoopThread
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 def free_port() -> int:

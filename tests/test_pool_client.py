@@ -27,7 +27,7 @@ from agent.errors import (
 from agent.simulate.fleet import LoopThread, SimDevice
 
 KEY = "K3Y-4f9a2c-SECRET"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bitminter"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bitminter"
 
 
 class FakeClock:

@@ -23,7 +23,7 @@ from agent.devices.pool.normalise import (
 )
 from agent.errors import ProtocolError
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bitminter"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bitminter"
 
 
 def fixture(name: str) -> Any:

@@ -27,7 +27,7 @@ from agent.errors import (
 )
 from agent.simulate.fleet import LoopThread, SimDevice
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "srs-real"
+CAPTURES = Path(__file__).resolve().parent / "fixtures" / "srs-real"
 
 
 @pytest.fixture(scope="module")
@@ -364,10 +364,6 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-needs_captures = pytest.mark.skipif(not CAPTURES.is_dir(), reason=f"no captures at {CAPTURES}")
-
-
-@needs_captures
 @pytest.mark.parametrize(
     ("capture", "path"),
     [
@@ -402,7 +398,6 @@ def test_simulator_replies_have_the_captured_shape(
     assert shape(reply.json()) == shape(real)
 
 
-@needs_captures
 def test_simulator_streams_have_the_captured_shape(
     loop: LoopThread, serve: Callable[..., SimDevice]
 ) -> None:
@@ -420,7 +415,6 @@ def test_simulator_streams_have_the_captured_shape(
     assert shape(one) == shape(json.loads((CAPTURES / "v1_stream_one.json").read_text()))
 
 
-@needs_captures
 def test_simulator_jsonp_and_delete_over_jsonp(
     loop: LoopThread, serve: Callable[..., SimDevice]
 ) -> None:

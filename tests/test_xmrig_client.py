@@ -29,7 +29,7 @@ from agent.errors import (
 )
 from agent.simulate.fleet import LoopThread, SimDevice
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "xmrig"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "xmrig"
 TOKEN = "tok-Vb93-must-never-leak"
 
 
