@@ -77,7 +77,12 @@ def _add_optional_kind_commands(sub: Any) -> None:
 
 
 def load(args: argparse.Namespace) -> LoadedConfig:
-    return load_config(args.config)
+    """The config, with logging set up from it: structured lines on stderr (audit lines of
+    `send` included), never on stdout where results go, and its secrets masked."""
+    loaded = load_config(args.config)
+    logs.configure(loaded.settings.agent.log_level, loaded.settings.agent.log_format)
+    logs.register_secrets(loaded.settings.secret_values())
+    return loaded
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -236,7 +236,7 @@ def test_kick_client_parameter_is_checked_before_anything_is_sent() -> None:
     for bad in ("../raw?rpc=reload", "a b", ""):
         with pytest.raises(ValidationError):
             validate_params(spec, {"client_id": bad})
-    assert not resolve_command(catalog, "reload", allowed=[]).disruptive
+    assert not resolve_command(catalog, "reload", allowed=[]).gated
 
 
 def test_config_normalises_watch_streams_and_tls_choice(tmp_path: Path) -> None:

@@ -458,8 +458,10 @@ def test_cross_field_checks_send_nothing() -> None:
 
 
 def test_disruptive_and_cli_only_commands() -> None:
-    disruptive = {c.name for c in CATALOG.commands if c.disruptive}
-    assert disruptive == {
+    gated = {c.name for c in CATALOG.commands if c.gated}
+    assert gated == {
+        "update_pools",
+        "enable_web_pools",
         "reboot",
         "factory_reset",
         "update_pwd",

@@ -54,6 +54,9 @@ MANY_ERRORS = {
 }
 DISRUPTIVE = ["reboot", "factory_reset", "update_pwd", "net_config", "set_hostname", "load_log"]
 FILE_FLOWS = ["update_firmware", "download_logs"]
+# Sensitive, yet cased with the plain writes below, on wm1 that allows them (test_security
+# shows them refused without the allow).
+POOL_WRITES = ["update_pools", "enable_web_pools"]
 ROLES = ("wm1", "wm2", "burst", "flaky", "quirky", "spent")
 TIMEOUT_S = 0.5  # flaky's per-request timeout
 READS = {
@@ -86,7 +89,10 @@ def device_configs(fleet: SimFleet) -> list[dict[str, Any]]:
 
     return [
         miner(
-            "wm1", name="Miner one", poll_interval="0.2s", allow_commands=DISRUPTIVE + FILE_FLOWS
+            "wm1",
+            name="Miner one",
+            poll_interval="0.2s",
+            allow_commands=DISRUPTIVE + FILE_FLOWS + POOL_WRITES,
         ),
         miner("wm2", poll_interval="0.5s"),
         miner("burst"),
@@ -515,9 +521,10 @@ WIRE = {  # the friendly controls and the API writes they become
 
 
 def test_every_command_that_needs_no_allow_list_has_a_case() -> None:
-    plain = {c.name for c in CATALOG.commands if not c.disruptive}
-    assert {case.command for case in CASES} == plain
-    assert set(DISRUPTIVE) | set(FILE_FLOWS) == {c.name for c in CATALOG.commands if c.disruptive}
+    plain = {c.name for c in CATALOG.commands if not c.gated}
+    assert {case.command for case in CASES} == plain | set(POOL_WRITES)
+    gated = {c.name for c in CATALOG.commands if c.gated}
+    assert set(DISRUPTIVE) | set(FILE_FLOWS) | set(POOL_WRITES) == gated
 
 
 def wire_command(case: Case) -> str:

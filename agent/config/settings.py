@@ -44,6 +44,7 @@ class AgentSection(Section):
     offline_after: int = Field(default=3, ge=1)
     jitter: float = Field(default=0.1, ge=0, le=0.5)  # poll spread, as a fraction of interval
     command_timeout: Duration = 30.0
+    audit_topic: bool = False  # also publish each audit line on {base}/bridge/{id}/audit
     workers: int = Field(default=32, ge=1, le=1024)  # threads for blocking (HTTP) clients
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -153,12 +153,12 @@ def _signature(
 def announced_entities(
     catalog: Catalog, state: Mapping[str, Any] | None, allowed: Collection[str]
 ) -> list[EntityDescription]:
-    """A control for a disruptive command appears only where that command is allowed: a
-    reboot button that can only ever answer "not allowed" is worse than none."""
+    """A control for a gated (disruptive or sensitive) command appears only where that command
+    is allowed: a reboot button that can only ever answer "not allowed" is worse than none."""
     found = []
     for entity in catalog.entities_for(state):
         spec = catalog.command(entity.command) if entity.command else None
-        if spec is not None and spec.disruptive and spec.name not in allowed:
+        if spec is not None and spec.gated and spec.name not in allowed:
             continue
         found.append(entity)
     return found

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent.catalog.discovery import DiscoveryContext, entity_payload, topic
 from agent.catalog.discovery import device_block as make_device_block
-from agent.catalog.validate import (
-    CommandRequest,
-    parse_command_payload,
-    resolve_command,
-    validate_params,
-)
+from agent.catalog.validate import CommandRequest, parse_command_payload
 from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, Settings
 from agent.devices import KINDS
@@ -24,6 +18,7 @@ from agent.devices.base import PollResult
 from agent.errors import AgentError, UnknownCommandError
 from agent.logs import redact_text
 from agent.runtime.announcer import announced_entities
+from agent.runtime.gate import CommandGate, Origin
 
 
 def find_device(settings: Settings, device_id: str) -> DeviceConfig:
@@ -51,32 +46,22 @@ async def send_once(
 ) -> dict[str, Any]:
     device = find_device(settings, device_id)
     kind = KINDS[device.kind]
-    started = time.monotonic()
-    request = CommandRequest(command, {})
-    driver = None
-    try:
+
+    def prepare() -> CommandRequest:
         spec = kind.catalog.command(command)
         if spec is None:
             raise UnknownCommandError(f"unknown command {command!r} for {kind.catalog.title}")
-        request = cli_request(spec.name, args, spec)
-        spec = resolve_command(kind.catalog, request.name, device.allow_commands, via_mqtt=False)
-        params = validate_params(spec, request.params)
+        return cli_request(spec.name, args, spec)
+
+    async def execute(name: str, params: dict[str, Any]) -> Any:
         driver = kind.driver(device)
-        data = await driver.execute(spec.name, params)
-        error = None
-    except AgentError as exc:
-        data, error = None, exc.as_dict()
-    finally:
-        if driver is not None:
+        try:
+            return await driver.execute(name, params)
+        finally:
             await driver.close()
-    return {
-        "command": command,
-        "transaction": None,
-        "ok": error is None,
-        "error": error,
-        "data": data,
-        "duration_ms": round((time.monotonic() - started) * 1000, 1),
-    }
+
+    gate = CommandGate()
+    return await gate.run(device, kind.catalog, Origin("cli"), prepare, execute, name=command)
 
 
 def cli_request(command: str, args: list[str], spec: Any) -> CommandRequest:

@@ -372,6 +372,8 @@ COMMANDS = (
         "update_pools",
         "Replace the pool list and switch at once (§3.1).",
         params=_pool(1) + _pool(2) + _pool(3),
+        security="sensitive",
+        why="it changes where the hashrate goes",
     ),
     # Not disruptive: it only restarts the mining process (control board, network and config
     # stay), exactly what power modes and power limits already do as ordinary controls.
@@ -426,14 +428,16 @@ COMMANDS = (
         "update_firmware",
         "Upload a firmware file (§3.7); `edge-agent whatsminer upgrade` shows progress.",
         params=(Param("path", "str", "firmware file on the agent's host"),),
-        disruptive=True,
+        security="sensitive",
+        why="new firmware can do anything with the miner",
         cli_only=True,
     ),
-    CommandSpec("reboot", "Restart the control board (§3.8).", disruptive=True),
+    CommandSpec("reboot", "Restart the control board (§3.8).", security="disruptive"),
     CommandSpec(
         "factory_reset",
         "Restore factory settings: network, passwords, API switch, pools, power (§3.9).",
-        disruptive=True,
+        security="sensitive",
+        why="it resets the admin password to the factory one, the pools and the network",
     ),
     CommandSpec(
         "update_pwd",
@@ -456,7 +460,8 @@ COMMANDS = (
             ),
         ),
         plain="new",
-        disruptive=True,
+        security="sensitive",
+        why="it changes the miner's credentials",
     ),
     CommandSpec(
         "net_config",
@@ -476,13 +481,15 @@ COMMANDS = (
             Param("host", "str", "host name", required=False, pattern=_HOSTNAME),
         ),
         plain="mode",
-        disruptive=True,
+        security="sensitive",
+        why="it changes the miner's network settings",
     ),
     CommandSpec(
         "download_logs",
         "Download the miner's logs to a file (§3.12); `edge-agent whatsminer logs`.",
         params=(Param("path", "str", "destination file on the agent's host"),),
-        disruptive=True,
+        security="sensitive",
+        why="the logs show the pools, workers and network of the miner",
         cli_only=True,
     ),
     CommandSpec(
@@ -493,16 +500,22 @@ COMMANDS = (
     ),
     CommandSpec("enable_btminer_fast_boot", "Fast boot from the next restart (§3.14)."),
     CommandSpec("disable_btminer_fast_boot", "No fast boot from the next restart (§3.15)."),
-    CommandSpec("enable_web_pools", "Allow pool changes on the web page (§3.16)."),
+    CommandSpec(
+        "enable_web_pools",
+        "Allow pool changes on the web page (§3.16).",
+        security="sensitive",
+        why="it lets the miner's web page change where the hashrate goes",
+    ),
     CommandSpec("disable_web_pools", "Forbid pool changes on the web page (§3.17)."),
-    # Disruptive: a new host name takes effect at the next network restart and can leave the
-    # miner unreachable under the name the agent (or DHCP/DNS) knows it by.
+    # A network setting: a new host name takes effect at the next network restart and can
+    # leave the miner unreachable under the name the agent (or DHCP/DNS) knows it by.
     CommandSpec(
         "set_hostname",
         "Host name, effective after the network restarts (§3.18).",
         params=(Param("hostname", "str", "host name", pattern=_HOSTNAME),),
         plain="hostname",
-        disruptive=True,
+        security="sensitive",
+        why="it changes the miner's network settings",
     ),
     # Not disruptive: the time zone only changes local timestamps, nothing stops or moves.
     CommandSpec(
@@ -526,7 +539,8 @@ COMMANDS = (
             Param("port", "int", "log server port", minimum=1, maximum=65535),
             Param("proto", "str", "tcp or udp", choices=("tcp", "udp")),
         ),
-        disruptive=True,
+        security="sensitive",
+        why="it changes where the miner's logs go",
     ),
     CommandSpec(
         "set_power_pct",

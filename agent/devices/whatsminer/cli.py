@@ -16,12 +16,14 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.catalog.validate import resolve_command, validate_params
-from agent.config.settings import DEFAULT_PATH, load_config
+from agent.catalog.validate import CommandRequest
+from agent.cli import load
+from agent.config.settings import DEFAULT_PATH
 from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.driver import WhatsminerDriver
 from agent.errors import AgentError
+from agent.runtime.gate import Admitted, CommandGate, Origin, command_result
 
 
 def add_whatsminer_parser(sub: Any) -> None:
@@ -51,39 +53,48 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    driver, params = _prepare(args, "update_firmware", {"path": str(args.firmware)})
+    driver, admitted = _prepare(args, "update_firmware", {"path": str(args.firmware)})
     size = args.firmware.stat().st_size if args.firmware.is_file() else 0
     print(f"{args.device}: uploading {args.firmware} ({size} bytes)", file=sys.stderr)
-    return _run(driver.upgrade_firmware(params["path"], Progress(sys.stderr, "upload")))
+    path = admitted.params["path"]
+    return _run(admitted, driver.upgrade_firmware(path, Progress(sys.stderr, "upload")))
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     output = args.output or Path(f"{args.device}-logs-{time.strftime('%Y%m%d-%H%M%S')}")
-    driver, params = _prepare(args, "download_logs", {"path": str(output)})
-    return _run(driver.download_logs(params["path"], Progress(sys.stderr, "download")))
+    driver, admitted = _prepare(args, "download_logs", {"path": str(output)})
+    path = admitted.params["path"]
+    return _run(admitted, driver.download_logs(path, Progress(sys.stderr, "download")))
+
+
+_GATE = CommandGate()  # the CLI's audit lines go to the log only
 
 
 def _prepare(
     args: argparse.Namespace, command: str, raw: dict[str, Any]
-) -> tuple[WhatsminerDriver, dict[str, Any]]:
-    settings = load_config(args.config).settings
+) -> tuple[WhatsminerDriver, Admitted]:
+    settings = load(args).settings
     device = next((d for d in settings.devices if d.id == args.device), None)
     if not isinstance(device, WhatsminerConfig):
         raise SystemExit(f"{args.device}: no Whatsminer with that id in {args.config}")
     try:
-        spec = resolve_command(CATALOG, command, device.allow_commands, via_mqtt=False)
-        params = validate_params(spec, raw)
+        admitted = _GATE.admit(device, CATALOG, CommandRequest(command, raw), Origin("cli"))
     except AgentError as exc:
         raise SystemExit(f"{args.device}: {exc.code}: {exc.message}") from None
-    return WhatsminerDriver(device), params
+    return WhatsminerDriver(device), admitted
 
 
-def _run(flow: Coroutine[Any, Any, Any]) -> int:
+def _run(admitted: Admitted, flow: Coroutine[Any, Any, Any]) -> int:
     try:
         result = asyncio.run(flow)
     except AgentError as exc:
+        _GATE.record(
+            admitted,
+            command_result(admitted.request, admitted.started, ok=False, error=exc.as_dict()),
+        )
         print(f"\nfailed: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
+    _GATE.record(admitted, command_result(admitted.request, admitted.started, ok=True))
     print(json.dumps(result, indent=2))
     return 0
 
