@@ -870,7 +870,7 @@ def test_a_burst_of_200_commands_uses_one_token(mqtt: Mqtt, sim: Sims) -> None:
             ("set_power_pct", str(50 + index % 50)),
             ("power_percent", str(40 + index % 60)),
             ("set_temp_offset", str(-(index % 31))),
-            ("enable_web_pools", ""),
+            ("disable_web_pools", ""),
         )[index % 5]
         spec = CATALOG.command(command)
         assert spec is not None
