@@ -128,9 +128,7 @@ class CommandRouter:
     async def run_command(
         self, worker: DeviceWorker, message: Inbound, topic_command: str | None
     ) -> None:
-        origin = Origin(
-            "mqtt", message.topic, message.response_topic, message.user_properties
-        )
+        origin = Origin("mqtt", message.topic, message.response_topic, message.user_properties)
         self.in_flight += 1
         try:
             result = await self.gate.run(

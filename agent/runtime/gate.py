@@ -93,6 +93,16 @@ class CommandGate:
             raise
         return Admitted(device.id, request, origin, spec, params, security, started)
 
+    def outcome(
+        self, admitted: Admitted, *, data: Any = None, error: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The result of an admitted command that ran elsewhere (a CLI flow), audited."""
+        result = command_result(
+            admitted.request, admitted.started, ok=error is None, data=data, error=error
+        )
+        self.record(admitted, result)
+        return result
+
     def record(self, admitted: Admitted, result: dict[str, Any]) -> None:
         """The outcome of an admitted command: one audit line."""
         shown = redact_params(admitted.spec, admitted.params)

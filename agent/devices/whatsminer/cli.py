@@ -23,7 +23,7 @@ from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.driver import WhatsminerDriver
 from agent.errors import AgentError
-from agent.runtime.gate import Admitted, CommandGate, Origin, command_result
+from agent.runtime.gate import Admitted, CommandGate, Origin
 
 
 def add_whatsminer_parser(sub: Any) -> None:
@@ -88,13 +88,10 @@ def _run(admitted: Admitted, flow: Coroutine[Any, Any, Any]) -> int:
     try:
         result = asyncio.run(flow)
     except AgentError as exc:
-        _GATE.record(
-            admitted,
-            command_result(admitted.request, admitted.started, ok=False, error=exc.as_dict()),
-        )
+        _GATE.outcome(admitted, error=exc.as_dict())
         print(f"\nfailed: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
-    _GATE.record(admitted, command_result(admitted.request, admitted.started, ok=True))
+    _GATE.outcome(admitted)
     print(json.dumps(result, indent=2))
     return 0
 

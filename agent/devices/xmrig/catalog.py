@@ -211,9 +211,7 @@ COMMANDS = (
         "config_set",
         "Replace the whole config (`PUT /2/config`); the miner reloads from it.",
         params=(
-            Param(
-                "config", "json", "the complete config object", secret_keys=SECRET_CONFIG_KEYS
-            ),
+            Param("config", "json", "the complete config object", secret_keys=SECRET_CONFIG_KEYS),
         ),
         security="sensitive",
         why="a whole config sets the pools, wallet, API token and log destinations",
