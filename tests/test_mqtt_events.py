@@ -117,30 +117,35 @@ def test_an_unreachable_broker_is_logged_with_the_reason_and_the_next_retry(
     assert_only_json(lines)
 
 
-def test_bad_credentials_are_logged_as_refused_with_their_cause(
-    tmp_path: Path, certs: Path
-) -> None:
+def refusals(
+    tmp_path: Path, certs: Path, mqtt: dict[str, Any], count: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """`count` `mqtt connection refused` events from an agent facing the TLS+password broker,
+    and every line it logged."""
     broker = SecureMosquitto(tmp_path, certs)
     broker.start()
     try:
-        config = write_config(
-            tmp_path,
-            {
-                "url": f"mqtts://127.0.0.1:{broker.port}",
-                "ca_file": str(certs / "ca.pem"),
-                "username": USER,
-                "password": "not-the-password",
-                "reconnect_min": 1,
-                "reconnect_max": 1,
-            },
-        )
-        agent = AgentProcess(config)
+        settings = {"url": f"mqtts://127.0.0.1:{broker.port}", "username": USER, **mqtt}
+        agent = AgentProcess(write_config(tmp_path, settings))
         try:
-            first, _ = agent.events("mqtt connection refused", 2)
+            events = agent.events("mqtt connection refused", count)
         finally:
             lines = agent.stop()
     finally:
         broker.stop()
+    return events, lines
+
+
+def test_bad_credentials_are_logged_as_refused_with_their_cause(
+    tmp_path: Path, certs: Path
+) -> None:
+    wrong = {
+        "ca_file": str(certs / "ca.pem"),
+        "password": "not-the-password",
+        "reconnect_min": 1,
+        "reconnect_max": 1,
+    }
+    (first, _), lines = refusals(tmp_path, certs, wrong, 2)
     assert first["cause"] == "credentials"
     assert first["reason"] in ("Bad user name or password", "Not authorized")
     assert first["retry_in_s"] == 1 and first["next_retry"]
@@ -158,26 +163,8 @@ def test_an_untrusted_broker_certificate_is_logged_as_a_tls_refusal(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
         "-keyout", "k.pem", "-out", "ca.pem", cwd=other,
     )  # fmt: skip
-    broker = SecureMosquitto(tmp_path, certs)
-    broker.start()
-    try:
-        config = write_config(
-            tmp_path,
-            {
-                "url": f"mqtts://127.0.0.1:{broker.port}",
-                "ca_file": str(other / "ca.pem"),
-                "username": USER,
-                "password": PASSWORD,
-                "protocol": protocol,
-            },
-        )
-        agent = AgentProcess(config)
-        try:
-            (refused,) = agent.events("mqtt connection refused", 1)
-        finally:
-            lines = agent.stop()
-    finally:
-        broker.stop()
+    untrusting = {"ca_file": str(other / "ca.pem"), "password": PASSWORD, "protocol": protocol}
+    (refused,), lines = refusals(tmp_path, certs, untrusting, 1)
     assert refused["cause"] == "tls"
     assert refused["reason"].startswith("the broker's certificate is not trusted")
     assert refused["retry_in_s"] == 1
