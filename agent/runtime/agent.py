@@ -224,6 +224,7 @@ class Agent:
             "uptime_s": round(time.monotonic() - self.started),
             "mqtt_connected": mqtt_ok,
             "mqtt_connects": self.link.connects,
+            "mqtt_denied": self.link.denied,  # publishes/subscriptions the broker's ACL refused
             "devices": len(self.workers),
             "devices_online": online,
             "devices_offline": offline,
