@@ -84,8 +84,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     loaded = load(args)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    s = loaded.settings
-    print(f"{args.config}: ok — agent {s.agent.id}, {len(s.devices)} devices, broker {s.mqtt.url}")
+    for line in loaded.summary_lines(str(args.config)):
+        print(line)
     return 0
 
 

@@ -23,7 +23,7 @@ id = "rig1"
 kind = "xmrig"
 url = "http://127.0.0.1:44444"
 """
-RIG2 = RIG1.replace('"rig1"', '"rig2"')
+RIG2 = RIG1.replace('"rig1"', '"rig2"').replace(":44444", ":44445")
 
 
 @pytest.fixture(autouse=True)
@@ -183,17 +183,18 @@ def test_mqtt_url_gives_host_port_and_tls(tmp_path: Path) -> None:
 def test_client_cert_and_key_go_together(tmp_path: Path) -> None:
     cert = write(tmp_path, "cert", name="client.pem")
     key = write(tmp_path, "key", name="client.key")
+    together = "mqtt.key_file: cert_file and key_file go together: set both or neither"
     path = write(tmp_path, f'[mqtt]\ncert_file = "{cert}"\n')
-    assert problems_of(path) == [f"{path}: mqtt: cert_file and key_file go together"]
+    assert problems_of(path) == [f"{path}: {together}"]
     path = write(tmp_path, f'[mqtt]\nkey_file = "{key}"\n')
-    assert problems_of(path) == [f"{path}: mqtt: cert_file and key_file go together"]
+    assert problems_of(path) == [f"{path}: {together}"]
     both = load(tmp_path, f'[mqtt]\ncert_file = "{cert}"\nkey_file = "{key}"\n')
     assert both.settings.mqtt.cert_file == str(cert)
 
 
 def test_missing_tls_file_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, '[mqtt]\nca_file = "/nonexistent/ca.pem"\n')
-    assert problems_of(path) == [f"{path}: mqtt: ca_file /nonexistent/ca.pem does not exist"]
+    assert problems_of(path) == [f"{path}: mqtt.ca_file: /nonexistent/ca.pem does not exist"]
 
 
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
@@ -358,7 +359,7 @@ def test_secrets_never_in_problems(tmp_path: Path) -> None:
         f'[mqtt]\nurl = "mqtt://agent:{PASSWORD}@broker"\npassword = "{PASSWORD}"\nport = 1\n'
         + RIG1
         + f'token = "{TOKEN}"\npoll_interval = "x"\ntoken_extra = "{TOKEN}"\n'
-        + RIG2.replace("http://127.0.0.1:44444", f"http://u:{TOKEN}@127.0.0.1:1")
+        + RIG2.replace("http://127.0.0.1:44445", f"http://u:{TOKEN}@127.0.0.1:1")
     )
     found = problems_of(write(tmp_path, text))
     assert len(found) == 5, found
@@ -422,7 +423,7 @@ def test_check_config_good_file(tmp_path: Path) -> None:
     result = check_config(path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines == [f"{path}: ok — agent edge-01, 2 devices, broker mqtt://127.0.0.1:1883"]
+    assert lines == [f"{path}: ok — agent edge-01, 2 devices (2 xmrig), broker mqtt://127.0.0.1:1883"]
     assert result.stderr.startswith(f"warning: {path} holds secrets and is readable")
     assert TOKEN not in result.stdout + result.stderr
 
