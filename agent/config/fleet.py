@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ _HOSTNAME = re.compile(
     re.IGNORECASE,
 )
 _NOT_SLUG = re.compile(r"[^a-z0-9_-]")
+_NOT_DEFAULTS = {"id": "an id is per device", "kind": "the table's name is the kind"}
+_NOT_IN_GROUPS = {"host": "a group's addresses go in hosts"}
 HOSTS_HELP = (
     "a list of addresses, ranges (10.0.1.10-10.0.1.250 or 10.0.1.10-250), "
     "networks (10.0.1.0/24) or host names"
@@ -134,17 +137,17 @@ def build_fleet(data: dict[str, Any], environ: Mapping[str, str]) -> Fleet:
     _apply_device_env(entries, environ, report)
     broken: set[str] = set()
     first: dict[str, Entry] = {}
-    devices: list[tuple[Entry, DeviceConfig]] = []
+    addresses: dict[tuple[str, int], Entry] = {}
+    devices: list[DeviceConfig] = []
     for entry in entries:
         device = _validated(entry, report)
-        if _duplicate_id(entry, first, report) or device is None:
+        twice = _duplicate_id(entry, first, report)
+        clash = not twice and _overlap(entry, addresses, report)  # a duplicate is told once
+        if device is None or twice or clash:
             broken.add(entry.id)
         else:
-            devices.append((entry, device))
-    clashing = _overlaps(devices, report)
-    broken |= {entry.id for entry in clashing}
-    valid = [device for entry, device in devices if entry not in clashing]
-    return Fleet(valid, broken, report.lines(), groups)
+            devices.append(device)
+    return Fleet(devices, broken, report.lines(), groups)
 
 
 def kind_problem(entry: Mapping[str, Any]) -> str | None:
@@ -186,7 +189,7 @@ def _read_defaults(
         elif not isinstance(table, dict):
             report.note(f"{where}: must be a table of device fields")
         else:
-            defaults[kind] = _known_fields(KINDS[kind], table, where, report, ("id", "kind"))
+            defaults[kind] = _known_fields(KINDS[kind], table, where, report, _NOT_DEFAULTS)
     for name, value in environ.items():
         if name.startswith(DEFAULTS_ENV_PREFIX):
             kind, _, key = name[len(DEFAULTS_ENV_PREFIX) :].lower().partition("__")
@@ -202,13 +205,13 @@ def _known_fields(
     table: Mapping[str, Any],
     where: str,
     report: Report,
-    refused: tuple[str, ...],
+    refused: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The table's device fields; a misspelt or misplaced one is a problem."""
+    """The table's device fields; a misspelt or misplaced one (`refused`: why) is a problem."""
     fields = {}
     for key, value in table.items():
         if key in refused:
-            report.note(f"{where}.{key}: belongs in each [[devices]] or [[groups]] entry")
+            report.note(f"{where}.{key}: {refused[key]}")
         elif key not in kind.config.model_fields:
             report.note(
                 f"{where}.{key}: unknown field (check the spelling against config.example.toml)"
@@ -260,11 +263,11 @@ def _expand_group(
         report.note(f"{label}.kind: {problem}")
         return []
     kind = KINDS[table["kind"]]
-    fields = _known_fields(kind, _without(table, GROUP_KEYS), label, report, ("host",))
+    fields = _known_fields(kind, _without(table, GROUP_KEYS), label, report, _NOT_IN_GROUPS)
     addresses = _group_addresses(table, label, report)
     if not isinstance(template, str) or not template:
         report.note(
-            f"{label}.id: missing; a template like '{kind.name[:2]}-{{ip}}' gives each "
+            f"{label}.id: missing; a template like '{kind.name}-{{ip}}' gives each "
             "device its id ({ip}, {port}, {index})"
         )
         return []
@@ -278,11 +281,10 @@ def _group_addresses(
     hosts = _hosts(table.get("hosts"), f"{label}.hosts", report, required=True)
     excluded = set(_hosts(table.get("exclude"), f"{label}.exclude", report, required=False))
     ports = _ports(table.get("ports"), f"{label}.ports", report)
-    seen: set[str] = set()
-    for host in hosts:
-        if host in seen:
-            report.note(f"{label}.hosts: {host} is listed twice")
-        seen.add(host)
+    twice = [host for host, n in Counter(hosts).items() if n > 1]
+    if twice:
+        more = f" (and {len(twice) - 1} more)" if len(twice) > 1 else ""
+        report.note(f"{label}.hosts: {twice[0]} is listed twice{more}")
     addresses = [(h, p) for h in hosts if h not in excluded for p in ports]
     if len(addresses) > MAX_GROUP_DEVICES:
         report.note(
@@ -310,9 +312,7 @@ class Group:
         except ValueError as exc:
             report.note(f"{self.label}.{exc}")
             return []
-        counts: dict[str, int] = {}
-        for entry in entries:
-            counts[entry.id] = counts.get(entry.id, 0) + 1
+        counts = Counter(entry.id for entry in entries)
         twice = next((i for i, n in counts.items() if n > 1), None)
         if twice is not None:
             report.note(
@@ -503,7 +503,9 @@ def _device_entries(
     if not isinstance(raw, list):
         report.note("devices: must be a list of [[devices]] tables")
         return []
-    by_id = {entry.id: entry for entry in grouped}
+    by_id: dict[str, Entry] = {}
+    for entry in grouped:
+        by_id.setdefault(entry.id, entry)  # a later group's copy is a duplicate, reported so
     entries = []
     for index, table in enumerate(raw):
         where = f"devices[{index}]"
@@ -512,7 +514,10 @@ def _device_entries(
             continue
         label = f"{where} ({table['id']})" if table.get("id") else where
         target = by_id.get(str(table.get("id")))
-        if target is not None and target.table.startswith("groups"):
+        if target is not None and target.table.startswith("devices"):
+            report.note(f"{label}.id: already used by {target.table}")
+            continue
+        if target is not None:
             _refine(target, table, where, label, report)
             continue
         entry = Entry({}, where, label)
@@ -538,9 +543,10 @@ def _refine(
             f"{_address(target.pinned)}; an entry for a group's device refines it and keeps "
             f"its kind and address (drop {key}, or choose another id)"
         )
+    target.table = where  # claimed, even when refused: a second entry is a duplicate
     if not moved:
         target.set(table, label)
-        target.table, target.label = where, label
+        target.label = label
 
 
 def _apply_device_env(entries: list[Entry], environ: Mapping[str, str], report: Report) -> None:
@@ -599,33 +605,37 @@ def unknown_commands(kind: DeviceKind, names: Any) -> list[str]:
     return [n for n in names if isinstance(n, str) and kind.catalog.command(n) is None]
 
 
-def _overlaps(devices: list[tuple[Entry, DeviceConfig]], report: Report) -> list[Entry]:
-    """Two enabled devices on one address:port: one device polled (and commanded) twice."""
-    seen: dict[tuple[str, int], Entry] = {}
-    clashing: list[Entry] = []
-    for entry, device in devices:
-        where = _endpoint(device)
-        if where is None or not device.enabled:
-            continue
-        other = seen.setdefault(where, entry)
-        if other is not entry:
-            field_name = "host" if "host" in entry.pinned or hasattr(device, "host") else "url"
-            address = f"{_url_host(where[0])}:{where[1]}"
-            message = f"{address} is also the address of {other.id} ({other.table})"
-            report.add(entry.origin(field_name), "", message, entry.id, same=other.table)
-            clashing.append(entry)
-    return clashing
+def _overlap(entry: Entry, seen: dict[tuple[str, int], Entry], report: Report) -> bool:
+    """Whether an earlier enabled entry has this one's address:port: one device polled (and
+    commanded) twice. Read from the entry as written, so that it is found beside field errors."""
+    where = _endpoint(entry.values)
+    if where is None:
+        return False
+    other = seen.setdefault(where, entry)
+    if other is entry:
+        return False
+    name = "host" if "host" in entry.values else "url"
+    message = f"{_url_host(where[0])}:{where[1]} is also the address of {other.id} ({other.table})"
+    report.add(entry.origin(name), "", message, entry.id, same=other.table)
+    return True
 
 
-def _endpoint(device: DeviceConfig) -> tuple[str, int] | None:
-    if device.shared_address:
+def _endpoint(values: Mapping[str, Any]) -> tuple[str, int] | None:
+    kind = KINDS.get(str(values.get("kind")))
+    if kind is None or kind.config.shared_address or values.get("enabled") is False:
         return None
-    host, port = getattr(device, "host", None), getattr(device, "port", None)
-    url = getattr(device, "url", None)
-    if host is None and url is not None:
-        parts = urlsplit(str(url))
-        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    if not isinstance(host, str) or not isinstance(port, int):
+    model = kind.config.model_fields
+    host: Any
+    if "host" in model:
+        host, port = values.get("host"), values.get("port", model["port"].default)
+    else:
+        try:
+            parts = urlsplit(str(values.get("url", "")))
+            host = parts.hostname
+            port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+        except ValueError:
+            return None
+    if not isinstance(host, str) or not host.strip() or not isinstance(port, int):
         return None
     address = _ip(host)
-    return (str(address) if address else host.lower(), port)
+    return (str(address) if address else host.strip().lower(), port)
