@@ -464,3 +464,18 @@ def test_check_config_lists_overlaps_and_field_errors_together(tmp_path: Path) -
         "topic level (e.g. 'farm//rig1'); write 'farm'",
         f"config error: {path}: power.members: 'ghost' is not a configured device",
     ]
+
+
+def test_the_readme_farm_example_makes_what_the_readme_says(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### A farm in a few lines") :]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    shown = section.split("check-config` prints what that makes:\n\n```\n", 1)[1]
+    shown = shown.split("```", 1)[0]
+    for name in ("whatsminer.password", "xmrig.token"):
+        secret = write(tmp_path, PASSWORD, name=name)
+        example = example.replace(f"/etc/edge-agent/secrets/{name}", str(secret))
+    path = write(tmp_path, example)
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.replace(str(path), "config.toml") == shown
