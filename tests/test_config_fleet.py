@@ -343,6 +343,7 @@ def test_a_secret_in_a_group_or_defaults_table_counts_for_the_permissions_warnin
     for table in (
         f'[defaults.whatsminer]\npassword = "{PASSWORD}"\n' + whatsminers('"10.0.1.1"'),
         whatsminers('"10.0.1.1"', extra=f'password = "{PASSWORD}"\n'),
+        whatsminers('"10.0.1.1"') + f'[[devices]]\nid = "wm-10-0-1-1"\npassword = "{PASSWORD}"\n',
     ):
         loaded = load_config(write(tmp_path, table, mode=0o644), environ={})
         [warning] = loaded.warnings

@@ -16,7 +16,7 @@ import ipaddress
 import re
 import string
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -156,20 +156,6 @@ def kind_problem(entry: Mapping[str, Any]) -> str | None:
         return None
     known = ", ".join(sorted(KINDS))
     return f"missing; use one of {known}" if kind is None else f"{kind!r} is not one of {known}"
-
-
-def tables_by_kind(data: Mapping[str, Any]) -> Iterator[tuple[DeviceKind, Mapping[str, Any]]]:
-    """Every table of the file that holds device fields, with its kind."""
-    defaults = data.get("defaults")
-    if isinstance(defaults, dict):
-        for name, table in defaults.items():
-            if name in KINDS and isinstance(table, dict):
-                yield KINDS[name], table
-    for section in ("devices", "groups"):
-        tables = data.get(section)
-        for table in tables if isinstance(tables, list) else ():
-            if isinstance(table, dict) and not kind_problem(table):
-                yield KINDS[table["kind"]], table
 
 
 # defaults ----------------------------------------------------------------------------------

@@ -51,7 +51,6 @@ from agent.config.fleet import (
     GroupSummary,
     build_fleet,
     kind_problem,
-    tables_by_kind,
     unknown_commands,
 )
 from agent.devices import KINDS
@@ -400,14 +399,14 @@ def _only_broken(member: Any, valid: list[str], broken: set[str]) -> bool:
 
 def _file_holds_secrets(data: Mapping[str, Any]) -> bool:
     """Whether the file itself spells out a secret (not a *_file path, not the environment)."""
-    mqtt = data.get("mqtt")
-    if isinstance(mqtt, dict) and any(mqtt.get(n) for n in MqttSection.secret_fields):
-        return True
-    return any(
-        table.get(name)
-        for kind, table in tables_by_kind(data)
-        for name in kind.config.secret_fields
-    )
+    names = {*MqttSection.secret_fields}
+    names.update(n for kind in KINDS.values() for n in kind.config.secret_fields)
+    defaults = data.get("defaults")
+    tables = [data.get("mqtt"), *(defaults.values() if isinstance(defaults, dict) else ())]
+    for section in ("devices", "groups"):
+        listed = data.get(section)
+        tables.extend(listed if isinstance(listed, list) else ())
+    return any(isinstance(t, dict) and any(t.get(n) for n in names) for t in tables)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
