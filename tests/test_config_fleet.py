@@ -4,9 +4,6 @@ kind defaults, overlaps and duplicate ids, power members by pattern, and reload 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +14,10 @@ from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, LoadedConfig, load_config
 from agent.simulate.fleet import LoopThread, SimFleet
 from tests.harness import REPO, AgentThread, Mosquitto, Probe, make_settings
+from tests.test_config import check_config, clean_environment, write
 
 PASSWORD = "wm-pass-Zr81-never-shown"
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("EDGE_AGENT_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-
-
-def write(tmp_path: Path, text: str, name: str = "config.toml", mode: int = 0o600) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    path.chmod(mode)
-    return path
+pytestmark = pytest.mark.usefixtures(clean_environment.__name__)  # no EDGE_AGENT_… leaks in
 
 
 def load(tmp_path: Path, text: str) -> LoadedConfig:
@@ -412,20 +396,6 @@ def test_reload_with_a_grown_group_adds_only_the_new_device(
 
 
 # check-config ------------------------------------------------------------------------------
-
-
-def check_config(path: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
-    env["PYTHONIOENCODING"] = "utf-8"
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "check-config", "-c", str(path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        encoding="utf-8",
-        timeout=60,
-        check=False,
-    )
 
 
 def test_check_config_counts_the_expanded_fleet(tmp_path: Path) -> None:
