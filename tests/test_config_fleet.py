@@ -310,9 +310,12 @@ def test_environment_overrides_expanded_devices_and_kind_defaults(tmp_path: Path
         "EDGE_AGENT_DEVICE__WM_10_0_1_2__POLL_INTERVAL": "3s",
         "EDGE_AGENT_DEFAULTS__WHATSMINER__PASSWORD": PASSWORD,
         "EDGE_AGENT_DEFAULTS__WHATSMINER__POLL_INTERVAL": "7s",
+        "EDGE_AGENT_DEFAULTS__WHATSMINER__ALLOW_COMMANDS": '["reboot", "load_log"]',
+        "EDGE_AGENT_DEVICE__WM_10_0_1_2__ALLOW_COMMANDS": '["reboot"]',
     }
     first, second = load_config(path, environ=environ).settings.devices
     assert (first.poll_interval, second.poll_interval) == (7.0, 3.0)
+    assert (first.allow_commands, second.allow_commands) == (["reboot", "load_log"], ["reboot"])
     assert first.secret_values() == second.secret_values() == [PASSWORD]
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={"EDGE_AGENT_DEFAULTS__TOASTER__X": "1"})

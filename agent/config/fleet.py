@@ -13,6 +13,7 @@ field errors, unknown commands, duplicate ids and two devices on one address ali
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import string
 from collections import Counter
@@ -180,7 +181,7 @@ def _read_defaults(
         if name.startswith(DEFAULTS_ENV_PREFIX):
             kind, _, key = name[len(DEFAULTS_ENV_PREFIX) :].lower().partition("__")
             if kind in KINDS and key in KINDS[kind].config.model_fields:
-                defaults.setdefault(kind, {})[key] = value
+                defaults.setdefault(kind, {})[key] = _env_value(value)
             else:
                 report.note(f"{name} names no device kind and field")
     return defaults
@@ -546,7 +547,17 @@ def _apply_device_env(entries: list[Entry], environ: Mapping[str, str], report: 
         if target is None or not key:
             report.note(f"{name} names no configured device field")
         else:
-            target.set({key: value}, target.label)
+            target.set({key: _env_value(value)}, target.label)
+
+
+def _env_value(text: str) -> Any:
+    """`["reboot", "stop"]` in a variable is a list; anything else stays text for pydantic."""
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
 
 
 # checks ------------------------------------------------------------------------------------
