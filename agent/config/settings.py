@@ -296,7 +296,7 @@ class LoadedConfig:
         """check-config's report: the device count per kind, then what each group made."""
         s = self.settings
         kinds = Counter(device.kind for device in s.devices)
-        devices = f"{len(s.devices)} devices"
+        devices = f"{len(s.devices)} device{'' if len(s.devices) == 1 else 's'}"
         if kinds:
             devices += f" ({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))})"
         disabled = sum(not device.enabled for device in s.devices)
