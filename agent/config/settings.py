@@ -66,7 +66,7 @@ def default_agent_id() -> str:
 
 def _protocol_text(value: Any) -> Any:
     """`protocol = 5` (a TOML integer) means the same as `"5"`."""
-    text = str(value).strip() if isinstance(value, int | str) and value is not True else None
+    text = str(value).strip() if isinstance(value, int | str) else None  # True: 'True', refused
     if text in ("5", "3.1.1"):
         return text
     raise ValueError(f'{value!r} is not an MQTT version: use 5 (or "5") or "3.1.1"')
@@ -345,27 +345,31 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
 def _section_problems(
     exc: ValidationError, data: dict[str, Any], devices: list[DeviceConfig]
 ) -> list[str]:
-    """The sections' problems, and the checks across devices that they kept from running."""
     errors = exc.errors()
     found = [line for error in errors for line in _describe(error)]
-    for _ in range(3):  # a dropped field's default can clash with another field: drop again
-        if any(not error["loc"] for error in errors):
-            found.extend(line for e in errors if not e["loc"] for line in _describe(e))
-            break
+    if not any(not error["loc"] for error in errors):  # the checks across devices did not run
+        found.extend(_fleet_problems_behind(errors, data, devices))
+    return found
+
+
+def _fleet_problems_behind(
+    errors: list[Any], data: dict[str, Any], devices: list[DeviceConfig]
+) -> list[str]:
+    """Settings' checks across devices (power members) run only once every section is valid:
+    run them again with the wrong fields dropped, so that their problems come in this run too."""
+    for _ in range(3):  # a default standing in for a dropped field can clash too: drop again
         data = _without_errors(data, errors)
         try:
             Settings(**data, devices=devices)
         except ValidationError as again:
             errors = again.errors()
-            continue
         except SettingsError:
-            pass
-        break
-    return _unique(found)
-
-
-def _unique(lines: list[str]) -> list[str]:
-    return list(dict.fromkeys(lines))
+            return []
+        else:
+            return []
+        if any(not error["loc"] for error in errors):
+            return [line for e in errors if not e["loc"] for line in _describe(e)]
+    return []
 
 
 def _without_errors(data: dict[str, Any], errors: list[Any]) -> dict[str, Any]:
