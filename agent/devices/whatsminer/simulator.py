@@ -65,7 +65,7 @@ JOIN_LIMITS = {"none": 1, "two": 2, "any": None}  # commands one joined read may
 JOIN_EXCESS = frozenset({"first_two", "refuse"})  # a longer join on a two-join firmware
 LED_FIELDS = frozenset({"integer", "lenient"})  # set_led period/duration/start as the doc types
 # Every join behaviour by name, for tests to run a client against each; "two" is the doc's.
-JOIN_VARIANTS: dict[str, dict[str, str]] = {
+JOIN_VARIANTS: dict[str, dict[str, Any]] = {
     "two": {"join_limit": "two", "join_excess": "first_two"},
     "two_refusing_more": {"join_limit": "two", "join_excess": "refuse"},
     "any": {"join_limit": "any"},
