@@ -158,7 +158,9 @@ FAST_CONNECTIONS = {
     "two_refusing_more": (3, 2),  # the three-part join refused, then summary+pools and edevs
     "any": (1, 1),
     "none": (5, 3),  # joins of three and of two refused, then one read each
+    "none_answering_first": (3, 3),  # the join answered as summary alone, then one read each
 }
+JOIN_LIMIT = {"two": 2, "two_refusing_more": 2, "any": 3, "none": 1, "none_answering_first": 1}
 
 
 @pytest.mark.parametrize("variant", sorted(JOIN_VARIANTS))
@@ -181,9 +183,7 @@ def test_poll_reads_slow_data_rarely(variant: str) -> None:
             # miner that answers part of it, one or two refusals on the others).
             probe = first - later
             assert model.connections == connections + later + probe + 1 + 3
-            assert state["api_join_limit"] == {"two": 2, "two_refusing_more": 2}.get(
-                variant, 1 if variant == "none" else 3
-            )
+            assert state["api_join_limit"] == JOIN_LIMIT[variant]
             assert model.errors_sent[14] == 2 * {"two_refusing_more": 1, "none": 2}.get(variant, 0)
 
     run(scenario)

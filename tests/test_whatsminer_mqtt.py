@@ -134,7 +134,7 @@ def reset(model: WhatsminerModel) -> None:
     t = model.now()
     model.fault = None
     model.quirks = set()
-    model.join_limit, model.join_excess, model.led_fields = "two", "first_two", "integer"
+    model.join_limit, model.join_excess, model.led_fields = "two", "answer_first", "integer"
     model.unsupported = set()
     model.write_api = True
     model.cooling = "air"
@@ -1180,7 +1180,9 @@ def test_a_new_miner_publishes_its_full_state_at_its_first_poll(
     assert state["pools"] and state["pool"]["status"] == "Alive"
     assert state["power_w"] > 1000 and state["psu"]["readings_plausible"] is True
     assert state["model"] == "M30S+VE40" and state["mining"] is True
-    assert state["api_join_limit"] == {"any": 3, "none": 1}.get(variant, 2)
+    assert state["api_join_limit"] == {"any": 3, "none": 1, "none_answering_first": 1}.get(
+        variant, 2
+    )
 
 
 @pytest.mark.parametrize("quirk", [*sorted(QUIRKS), "all"])

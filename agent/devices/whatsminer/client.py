@@ -39,7 +39,14 @@ MAX_LOG_BYTES = 512 * 1024 * 1024
 MAX_FIRMWARE_BYTES = 0xFFFFFFFF  # the upload's length prefix is 4 bytes
 CHUNK = 64 * 1024
 
-JOINABLE = frozenset({"summary", "pools", "edevs", "devs", "devdetails"})
+# Joinable reads and the section their own reply carries.
+JOINABLE = {
+    "summary": "SUMMARY",
+    "pools": "POOLS",
+    "edevs": "DEVS",
+    "devs": "DEVS",
+    "devdetails": "DEVDETAILS",
+}
 # The doc types these integer (§3.5); every other parameter is a string on the wire.
 INTEGER_PARAMS = {"set_led": frozenset({"period", "duration", "start"})}
 MINER_INFO_FIELDS = (
@@ -113,6 +120,11 @@ class NoReplyError(ProtocolError):
     """The miner closed the connection without a byte (as it may when a write restarts it)."""
 
 
+class JoinNotAnsweredError(ProtocolError):
+    """A readable reply to a joined read that holds none of its parts (firmware that does not
+    join may answer that way instead of refusing)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     sign: str
@@ -184,7 +196,7 @@ class WhatsminerClient:
         """`summary+pools+…` on one connection → {command: its reply}, for the commands the
         miner answered: firmware that joins fewer (the doc promises two) leaves the rest out,
         and the caller reads those another way. A join the miner refuses is a DeviceError
-        (code 14); a reply that answers none of them is a ProtocolError."""
+        (code 14); a reply that answers none of them is a JoinNotAnsweredError."""
         refused = [c for c in commands if c not in JOINABLE]
         if refused or not commands:
             raise UnknownCommandError(f"cannot join {', '.join(refused) or 'nothing'}")
@@ -199,8 +211,10 @@ class WhatsminerClient:
             if isinstance(section, dict):
                 self._check(section, command)
                 sections[command] = section
+        if not sections and JOINABLE[commands[0]] in reply:
+            sections[commands[0]] = reply  # "+…" ignored: the first command's plain reply
         if not sections:
-            raise ProtocolError(f"{self.where} answered none of {joined}")
+            raise JoinNotAnsweredError(f"{self.where} answered none of {joined}")
         return sections
 
     async def summary(self) -> dict[str, Any]:

@@ -17,7 +17,12 @@ from typing import Any
 
 from agent.devices.base import Driver, PollResult
 from agent.devices.whatsminer.catalog import CATALOG, WINDOWS
-from agent.devices.whatsminer.client import NoReplyError, Progress, WhatsminerClient
+from agent.devices.whatsminer.client import (
+    JoinNotAnsweredError,
+    NoReplyError,
+    Progress,
+    WhatsminerClient,
+)
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.errors import DeviceError, ProtocolError, ValidationError
 from agent.logs import get_logger
@@ -214,7 +219,8 @@ class JoinedReads:
     """The poll's reads in the fewest connections this miner's firmware allows.
 
     The doc promises joins of two commands; firmware joins any number, or two (answering the
-    first two parts of a longer join, or refusing it with code 14), or none. Every read starts
+    first two parts of a longer join, or refusing it with code 14, or answering with none of
+    its parts), or none. Every read starts
     as one join of all of them; a part the miner leaves out is read in the same poll by the
     next smaller join, and a refused join is tried smaller, down to single reads, so no poll
     fails because of a join. The size that worked is kept for later polls (`limit`), and
@@ -240,7 +246,7 @@ class JoinedReads:
             group = pending[: self.limit]
             try:
                 answered = await self._read(group)
-            except DeviceError:
+            except (DeviceError, JoinNotAnsweredError):
                 if len(group) == 1:
                     raise
                 self.limit = len(group) - 1

@@ -9,9 +9,10 @@ research/whatsminer.md on demand (`quirks`).
 
 Reads follow the doc to the letter by default, and where it is silent each plausible firmware
 is a mode. "The API command can be used for two joins": `join_limit="two"` (default) answers
-`summary+pools`, and a longer join with its first two parts only (`join_excess="first_two"`)
-or refuses it with 14 (`join_excess="refuse"`); `"any"` joins any number, `"none"` refuses
-every join with 14. set_led's `period`, `duration` and `start` are integers in the doc: a
+`summary+pools`, and a longer join with its first two parts only (`join_excess="answer_first"`)
+or refuses it with 14 (`join_excess="refuse"`); `"any"` joins any number; `"none"` refuses
+every join with 14 (`"refuse"`) or answers its first part alone, as a plain read
+(`"answer_first"`). set_led's `period`, `duration` and `start` are integers in the doc: a
 string is refused with 14 unless `led_fields="lenient"`. `get_psu` reports `iin` and `vin` in
 the units the doc's example suggests (`psu_iin_per_amp`, `psu_vin_per_volt`; the doc names no
 unit). The simulator shares no code with the driver, the client or the parser (crypto, pinned
@@ -62,14 +63,15 @@ QUIRKS = frozenset(
 )
 FAULTS = frozenset({"hang", "close", "garbage", "stall"})
 JOIN_LIMITS = {"none": 1, "two": 2, "any": None}  # commands one joined read may name
-JOIN_EXCESS = frozenset({"first_two", "refuse"})  # a longer join on a two-join firmware
+JOIN_EXCESS = frozenset({"answer_first", "refuse"})  # a join longer than the firmware's
 LED_FIELDS = frozenset({"integer", "lenient"})  # set_led period/duration/start as the doc types
 # Every join behaviour by name, for tests to run a client against each; "two" is the doc's.
 JOIN_VARIANTS: dict[str, dict[str, Any]] = {
-    "two": {"join_limit": "two", "join_excess": "first_two"},
+    "two": {"join_limit": "two", "join_excess": "answer_first"},
     "two_refusing_more": {"join_limit": "two", "join_excess": "refuse"},
     "any": {"join_limit": "any"},
-    "none": {"join_limit": "none"},
+    "none": {"join_limit": "none", "join_excess": "refuse"},
+    "none_answering_first": {"join_limit": "none", "join_excess": "answer_first"},
 }
 
 MODES = {"low": (0.80, 0.86), "normal": (1.0, 1.0), "high": (1.15, 1.10)}  # power, hash factors
@@ -165,7 +167,7 @@ class WhatsminerModel:
     unsupported: set[str] = field(default_factory=set)  # commands this firmware lacks (→ 14)
     truncate_at: int = 160
     join_limit: str = "two"
-    join_excess: str = "first_two"
+    join_excess: str = "answer_first"
     led_fields: str = "integer"
     psu_iin_per_amp: float = 1000.0  # the doc's "iin":"8718" read as mA
     psu_vin_per_volt: float = 100.0  # the doc's "vin":"22400" read as 10 mV
@@ -370,8 +372,10 @@ class WhatsminerModel:
         if not all(p in self._CG_READS for p in parts):
             return self._plain_error(14, "invalid API command or data")
         if limit is not None and len(parts) > limit:
-            if limit < 2 or self.join_excess == "refuse":
+            if self.join_excess == "refuse":
                 return self._plain_error(14, "invalid API command or data")
+            if limit == 1:  # "+…" ignored: the first command's own reply
+                return Reply(self._render(self._CG_READS[parts[0]](self, t)))
             parts = parts[:limit]
         body: dict[str, Any] = {p: [self._CG_READS[p](self, t)] for p in parts}
         body["id"] = 1
