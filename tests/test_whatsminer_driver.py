@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.catalog.validate import (
     parse_command_payload,
@@ -198,8 +199,12 @@ def test_joins_are_learned_again_after_a_reboot_into_new_firmware() -> None:
             model.join_limit = "any"  # the firmware it came back with joins everything
             assert (await driver.poll()).state["api_join_limit"] == 1  # uptime went back…
             connections = model.connections
-            state = (await driver.poll()).state  # …so this poll probes the full join
+            with capture_logs() as logs:
+                state = (await driver.poll()).state  # …so this poll probes the full join
             assert state["api_join_limit"] == 3 and len(state["boards"]) == 3
+            assert {"event": "joined reads", "commands_per_join": 3} in [
+                {k: e.get(k) for k in ("event", "commands_per_join")} for e in logs
+            ]
             connections = model.connections
             await driver.poll()
             assert model.connections == connections + 1
@@ -218,10 +223,14 @@ def test_joins_are_learned_again_after_a_reboot_into_new_firmware() -> None:
 )
 def test_implausible_psu_readings_are_flagged(scales: dict[str, float], warning: str) -> None:
     async def scenario() -> None:
-        async with driven(**scales) as (_model, driver):
-            psu = (await driver.poll()).state["psu"]
+        async with driven(**scales, config={"detail_interval": 0}) as (_model, driver):
+            with capture_logs() as logs:
+                psu = (await driver.poll()).state["psu"]
+                await driver.poll()  # the same readings again: no second warning
             assert psu["readings_plausible"] is False
             assert any(warning in text for text in psu["warnings"]), psu["warnings"]
+            warned = [e for e in logs if e["event"] == "implausible PSU reading"]
+            assert [e["warnings"] for e in warned] == [psu["warnings"]]
 
     run(scenario)
 

@@ -81,7 +81,7 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
         self._status: dict[str, Any] | None = None
         self._reads = JoinedReads(self.client, FAST_READS, config.id)
         self._uptime: int | None = None
-        self._psu_warnings: list[str] = []
+        self._psu_implausible = False
 
     # ------------------------------------------------------------------ poll
 
@@ -153,10 +153,11 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
             self._slow["network"] = {k: _text(info.get(k)) for k in _NETWORK_KEYS}
 
     def _warn_psu(self, warnings: list[str]) -> None:
-        """Log implausible PSU readings when they start or change, not on every read."""
-        if warnings and warnings != self._psu_warnings:
+        """Log implausible PSU readings when they start, not on every read (the state keeps
+        the current ones)."""
+        if warnings and not self._psu_implausible:
             log.warning("implausible PSU reading", device=self.config.id, warnings=warnings)
-        self._psu_warnings = warnings
+        self._psu_implausible = bool(warnings)
 
     # --------------------------------------------------------------- commands
 
@@ -264,9 +265,11 @@ class JoinedReads:
         return await self.client.joined(*group)
 
     def _log_change(self) -> None:
+        """What the first poll learns is debug (state shows it); a change later is news."""
         if self.limit != self._known:
-            if self._known is not None or self.limit < len(self.commands):
-                log.info("joined reads", device=self.device, commands_per_join=self.limit)
+            (log.debug if self._known is None else log.info)(
+                "joined reads", device=self.device, commands_per_join=self.limit
+            )
             self._known = self.limit
 
 
