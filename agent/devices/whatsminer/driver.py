@@ -220,14 +220,13 @@ class JoinedReads:
     """The poll's reads in the fewest connections this miner's firmware allows.
 
     The doc promises joins of two commands; firmware joins any number, or two (answering the
-    first two parts of a longer join, or refusing it with code 14, or answering with none of
-    its parts), or none. Every read starts
-    as one join of all of them; a part the miner leaves out is read in the same poll by the
-    next smaller join, and a refused join is tried smaller, down to single reads, so no poll
-    fails because of a join. The size that worked is kept for later polls (`limit`), and
-    `probe()` tries the full join again (after a reboot, a firmware change, each slow
-    interval): on a two-join miner a probe costs nothing extra, since the first two parts
-    come back all the same.
+    first two parts of a longer join, or refusing it with code 14), or none (refusing, or
+    answering the first part alone). Every read starts as one join of all of them; a part the
+    miner leaves out is read in the same poll by the next smaller join, and a refused join is
+    tried smaller, down to single reads, so no poll fails because of a join. The size that
+    worked is kept for later polls (`limit`), and `probe()` tries the full join again (after a
+    reboot, a firmware upload, each slow interval): on a miner that answers part of a join a
+    probe costs nothing extra, since those parts come back all the same.
     """
 
     def __init__(self, client: WhatsminerClient, commands: tuple[str, ...], device: str) -> None:
