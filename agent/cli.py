@@ -77,12 +77,7 @@ def _add_optional_kind_commands(sub: Any) -> None:
 
 
 def load(args: argparse.Namespace) -> LoadedConfig:
-    """The config, with logging set up from it: structured lines on stderr (audit lines of
-    `send` included), never on stdout where results go, and its secrets masked."""
-    loaded = load_config(args.config)
-    logs.configure(loaded.settings.agent.log_level, loaded.settings.agent.log_format)
-    logs.register_secrets(loaded.settings.secret_values())
-    return loaded
+    return load_config(args.config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -120,16 +115,18 @@ async def _reload(agent: Any) -> None:
         await agent.reload()
 
 
-def _log_to_stderr(loaded: LoadedConfig) -> None:
-    """What a driver logs goes to stderr, so that stdout stays the one JSON document."""
+def log_to_stderr(loaded: LoadedConfig) -> None:
+    """What a driver logs (and the audit line of a command) goes to stderr, so that stdout
+    stays the one JSON document; the config's secrets are masked there."""
     logs.configure(loaded.settings.agent.log_level, loaded.settings.agent.log_format)
+    logs.register_secrets(loaded.settings.secret_values())
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
     from agent.runtime.oneshot import poll_once
 
     loaded = load(args)
-    _log_to_stderr(loaded)
+    log_to_stderr(loaded)
     result = asyncio.run(poll_once(loaded.settings, args.device))
     output: dict[str, Any] = {"state": result.state}
     if args.raw:
@@ -142,7 +139,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from agent.runtime.oneshot import send_once
 
     loaded = load(args)
-    _log_to_stderr(loaded)
+    log_to_stderr(loaded)
     result = asyncio.run(send_once(loaded.settings, args.device, args.command_name, args.params))
     print(json.dumps(result, indent=2, default=str))
     return 0 if result["ok"] else 1

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.catalog.validate import CommandRequest
-from agent.cli import load
+from agent.cli import load, log_to_stderr
 from agent.config.settings import DEFAULT_PATH
 from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.config import WhatsminerConfig
@@ -73,7 +73,9 @@ _GATE = CommandGate()  # the CLI's audit lines go to the log only
 def _prepare(
     args: argparse.Namespace, command: str, raw: dict[str, Any]
 ) -> tuple[WhatsminerDriver, Admitted]:
-    settings = load(args).settings
+    loaded = load(args)
+    log_to_stderr(loaded)
+    settings = loaded.settings
     device = next((d for d in settings.devices if d.id == args.device), None)
     if not isinstance(device, WhatsminerConfig):
         raise SystemExit(f"{args.device}: no Whatsminer with that id in {args.config}")
