@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.harness import REPO, env_without_notify, free_port
-from tests.test_mqtt_tls_auth import PASSWORD, USER, SecureMosquitto, certs, openssl
+from tests.test_mqtt_tls_auth import PASSWORD, USER, SecureMosquitto, certs, untrusted_ca
 
 __all__ = ["certs"]  # the fixture, shared with the TLS tests
 
@@ -157,12 +157,7 @@ def test_bad_credentials_are_logged_as_refused_with_their_cause(
 def test_an_untrusted_broker_certificate_is_logged_as_a_tls_refusal(
     tmp_path: Path, certs: Path, protocol: str
 ) -> None:
-    other = tmp_path / "other"
-    other.mkdir()
-    openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
-        "-keyout", "k.pem", "-out", "ca.pem", cwd=other,
-    )  # fmt: skip
+    other = untrusted_ca(tmp_path)
     untrusting = {"ca_file": str(other / "ca.pem"), "password": PASSWORD, "protocol": protocol}
     (refused,), lines = refusals(tmp_path, certs, untrusting, 1)
     assert refused["cause"] == "tls"
