@@ -497,7 +497,7 @@ class Solar:
     def followed(self, pv: str, target: int, timeout: float = 15) -> None:
         """PV published → the flow sets `target` → the agent steers to it."""
         mark = self.publish(pv)
-        self.watch.wait_for(self.target_topic, lambda m: m.text == str(target), timeout, mark)
+        assert self.watch.wait_for(self.target_topic, None, timeout, mark).text == str(target)
         self.watch.wait_for(
             self.power, lambda m: json.loads(m.payload)["target_w"] == target, timeout, mark
         )
@@ -534,7 +534,7 @@ def test_silent_pv_sensor_drops_the_target_to_the_floor(
     solar.followed("4700", 4500)
     mark = watch.mark()
     stale_s = float(SOLAR["EDGE_AGENT_SOLAR_STALE_S"])
-    watch.wait_for(solar.target_topic, lambda m: m.text == "2000", stale_s + 15, mark)
+    assert watch.wait_for(solar.target_topic, None, stale_s + 15, mark).text == "2000"
     watch.wait_for(solar.power, lambda m: json.loads(m.payload)["target_w"] == 2000, 15, mark)
 
 
