@@ -59,6 +59,7 @@ SETTINGS_JS = """module.exports = {
   logging: { console: { level: "info", metrics: false, audit: false } },
   editorTheme: { tours: false, projects: { enabled: false } },
   diagnostics: { enabled: false },
+  telemetry: { enabled: false, updateNotification: false },
   externalModules: { autoInstall: false, palette: { allowInstall: false } },
 };
 """
