@@ -105,7 +105,11 @@ class NodeRed:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_until(self._up, 60, "Node-RED's admin API")
+        try:
+            wait_until(self._up, 60, "Node-RED's admin API")
+        except AssertionError:
+            self.stop()
+            raise
         if self.process.poll() is not None:
             raise AssertionError(f"Node-RED exited at start:\n{self.log()}")
 
@@ -162,18 +166,11 @@ class NodeRed:
 @dataclass
 class Sims:
     loop: LoopThread
-    xmrig: SimFleet
-    whatsminers: SimFleet
-    srs: SimFleet
-    pool: SimFleet
-
-    def fleets(self) -> tuple[SimFleet, ...]:
-        return (self.xmrig, self.whatsminers, self.srs, self.pool)
+    fleets: dict[str, SimFleet]  # by kind: device `<kind>-<n>` is the kind's n-th simulator
 
     def model(self, device: str) -> Any:
         kind, number = device.rsplit("-", 1)
-        fleet = {"xmrig": self.xmrig, "whatsminer": self.whatsminers, "srs": self.srs}
-        return {**fleet, "pool": self.pool}[kind].devices[int(number) - 1].model
+        return self.fleets[kind].devices[int(number) - 1].model
 
     def do(self, device: str, action: Callable[[Any], Any]) -> Any:
         model = self.model(device)
@@ -186,11 +183,11 @@ class Sims:
 def device_configs(sims: Sims) -> list[dict[str, Any]]:
     """The demo's device ids, polled fast enough for a test."""
     common = {"poll_interval": "0.5s", "timeout": "2s", "offline_after": 2}
-    rig = sims.xmrig.devices[0]
+    rig = sims.fleets["xmrig"].devices[0]
     configs: list[dict[str, Any]] = [
         {"id": "xmrig-1", "kind": "xmrig", "url": rig.url, "token": rig.model.token, **common}
     ]
-    for index, miner in enumerate(sims.whatsminers.devices, 1):
+    for index, miner in enumerate(sims.fleets["whatsminer"].devices, 1):
         configs.append(
             {
                 "id": f"whatsminer-{index}",
@@ -201,8 +198,9 @@ def device_configs(sims: Sims) -> list[dict[str, Any]]:
                 **common,
             }
         )
-    configs.append({"id": "srs-1", "kind": "srs", "url": sims.srs.devices[0].url, **common})
-    pool = sims.pool.devices[0]
+    srs = sims.fleets["srs"].devices[0]
+    configs.append({"id": "srs-1", "kind": "srs", "url": srs.url, **common})
+    pool = sims.fleets["pool"].devices[0]
     configs.append(
         {"id": "pool-1", "kind": "pool", "url": pool.url, "api_key": POOL_KEY, **common}
         | {"poll_interval": "2s"}
@@ -212,15 +210,14 @@ def device_configs(sims: Sims) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def sims(sim_loop: LoopThread) -> Iterator[Sims]:
-    started = Sims(
-        sim_loop,
-        sim_loop.run(start_xmrig(1, gpu=True)),
-        sim_loop.run(start_whatsminers(3, time_scale=20.0)),
-        sim_loop.run(start_srs(1, streams=1, players=3)),
-        sim_loop.run(start_pools(1, api_key=POOL_KEY)),
-    )
-    yield started
-    for fleet in started.fleets():
+    fleets = {
+        "xmrig": sim_loop.run(start_xmrig(1, gpu=True)),
+        "whatsminer": sim_loop.run(start_whatsminers(3, time_scale=20.0)),
+        "srs": sim_loop.run(start_srs(1, streams=1, players=3)),
+        "pool": sim_loop.run(start_pools(1, api_key=POOL_KEY)),
+    }
+    yield Sims(sim_loop, fleets)
+    for fleet in fleets.values():
         sim_loop.run(fleet.close())
 
 
@@ -245,27 +242,34 @@ def nodered(
     }
     server = NodeRed(nodered_dir(), tmp_path_factory.mktemp("node-red"), env)
     try:
-        server.deploy(shipped_flows())
-        wait_until(lambda: server.get("/edge-agent/fleet").ok, 30, "the flows to start")
-        ids = {row["id"] for row in device_configs_ids(agent)}
-        wait_until(
-            lambda: {i for i, r in server.rows().items() if r["online"] and r["kind"]} >= ids,
-            30,
-            "the overview to list every device online",
-        )
-        # The controls flow hears results once a refused command comes back as its result.
-        wait_until(
-            lambda: server.command("xmrig-1", "no_such_command").status_code == 400,
-            30,
-            "the controls flow to match a result",
-        )
+        deploy_and_wait(server, shipped_flows(), agent)
         yield server
     finally:
         server.stop()
 
 
-def device_configs_ids(agent: AgentThread) -> list[dict[str, str]]:
-    return [{"id": d.id, "kind": d.kind} for d in agent.agent.settings.devices]
+def deploy_and_wait(server: NodeRed, flows: list[dict[str, Any]], agent: AgentThread) -> None:
+    """Deploy, then wait until the flows read the fleet and the controls flow hears results."""
+    server.deploy(flows)
+    wait_until(lambda: server.get("/edge-agent/fleet").ok, 30, "the flows to start")
+    wait_until(
+        lambda: (
+            {i for i, r in server.rows().items() if r["online"] and r["kind"]} >= set(kinds(agent))
+        ),
+        30,
+        "the overview to list every device online",
+    )
+    # A command the agent refuses at once: its result coming back means results are heard.
+    wait_until(
+        lambda: server.command("xmrig-1", "no_such_command").status_code == 400,
+        30,
+        "the controls flow to match a result",
+    )
+
+
+def kinds(agent: AgentThread) -> dict[str, str]:
+    """Each configured device's kind, by id."""
+    return {d.id: d.kind for d in agent.agent.settings.devices}
 
 
 @pytest.fixture
@@ -322,12 +326,12 @@ def test_overview_shows_every_devices_key_figures_from_the_retained_state(
     nodered: NodeRed, agent: AgentThread, watch: Probe
 ) -> None:
     base = base_of(agent)
-    kinds = {d["id"]: d["kind"] for d in device_configs_ids(agent)}
+    configured = kinds(agent)
 
     def matches() -> bool:
         body = nodered.fleet()
         rows = {row["id"]: row for row in body["devices"]}
-        for device, kind in kinds.items():
+        for device, kind in configured.items():
             wanted = expected_figures(kind, latest(watch, f"{base}/{device}"))
             row = rows[device]
             shown = {key: row[key] for key in wanted}
@@ -343,7 +347,7 @@ def test_overview_shows_every_devices_key_figures_from_the_retained_state(
     assert rows["whatsminer-1"]["hashrate_hs"] > 1e12  # tens of TH/s, in H/s as the state has it
     assert rows["srs-1"]["clients"] >= 3
     totals = nodered.fleet()["totals"]
-    assert totals["devices"] == len(kinds) and totals["online"] == len(kinds)
+    assert totals["devices"] == len(configured) and totals["online"] == len(configured)
     assert totals["power_w"] > rows["whatsminer-1"]["power_w"] + rows["whatsminer-2"]["power_w"]
 
 
@@ -354,12 +358,12 @@ def test_overview_html_table_lists_each_device_with_formatted_figures(
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/html")
     page = html.unescape(reply.text)
-    for device in device_configs_ids(agent):
-        assert f'<tr data-device="{device["id"]}">' in page
+    for device in kinds(agent):
+        assert f'<tr data-device="{device}">' in page
     assert "TH/s" in page and "kH/s" in page  # Whatsminers in TH/s, the CPU rig in kH/s
     assert " kW" in page and "°C" in page
     assert '<tr data-agent="test">' in page  # the site power table
-    count = len(device_configs_ids(agent))
+    count = len(kinds(agent))
     assert f"{count} of {count} devices online" in page
 
 
@@ -384,7 +388,7 @@ def test_overview_follows_availability(nodered: NodeRed, agent: AgentThread, sim
         wait_until(lambda: nodered.rows()["xmrig-1"]["online"] is False, 20, "xmrig-1 offline")
         row = nodered.rows()["xmrig-1"]
         assert row["availability"] == "offline"
-        assert nodered.fleet()["totals"]["online"] == len(device_configs_ids(agent)) - 1
+        assert nodered.fleet()["totals"]["online"] == len(kinds(agent)) - 1
     finally:
         sims.do("xmrig-1", lambda m: setattr(m, "fault", None))
     wait_until(lambda: nodered.rows()["xmrig-1"]["online"] is True, 20, "xmrig-1 back online")
@@ -537,6 +541,32 @@ def test_silent_pv_sensor_drops_the_target_to_the_floor(
     stale_s = float(SOLAR["EDGE_AGENT_SOLAR_STALE_S"])
     assert watch.wait_for(solar.target_topic, None, stale_s + 15, mark).text == "2000"
     watch.wait_for(solar.power, lambda m: json.loads(m.payload)["target_w"] == 2000, 15, mark)
+
+
+def test_the_solar_tabs_own_environment_beats_node_reds_and_reads_a_json_field(
+    nodered: NodeRed, agent: AgentThread, watch: Probe
+) -> None:
+    """Settings a user gives the tab in its properties (Tasmota-style JSON PV readings here)."""
+    flows = shipped_flows()
+    tab = next(node for node in flows if node["id"] == "edge_agent_solar")
+    sensor = "tele/pv-inverter/SENSOR"
+    tab["env"] = [
+        {"name": "EDGE_AGENT_PV_TOPIC", "value": sensor, "type": "str"},
+        {"name": "EDGE_AGENT_PV_FIELD", "value": "ENERGY.Power", "type": "str"},
+        {"name": "EDGE_AGENT_SOLAR_CEILING_W", "value": "4800", "type": "num"},
+    ]
+    solar = Solar(watch, base_of(agent))
+    try:
+        deploy_and_wait(nodered, flows, agent)
+        mark = watch.mark()
+        # Retained, so it reaches the flow whenever its subscription lands after the deploy.
+        watch.publish(sensor, json.dumps({"ENERGY": {"Power": 6100, "Today": 12.5}}), retain=True)
+        target = watch.wait_for(solar.target_topic, None, 15, mark)
+        assert target.text == "4800"  # the tab's ceiling, not Node-RED's 5000
+        watch.wait_for(solar.power, lambda m: json.loads(m.payload)["target_w"] == 4800, 15, mark)
+    finally:
+        watch.publish(sensor, "", retain=True)
+        deploy_and_wait(nodered, shipped_flows(), agent)
 
 
 def test_node_red_logged_no_error_and_only_the_expected_warning(nodered: NodeRed) -> None:
