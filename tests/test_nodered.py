@@ -346,6 +346,8 @@ def test_overview_shows_every_devices_key_figures_from_the_retained_state(
     assert rows["xmrig-1"]["power_w"] > 0 and rows["xmrig-1"]["temperature_c"] > 0
     assert rows["whatsminer-1"]["hashrate_hs"] > 1e12  # tens of TH/s, in H/s as the state has it
     assert rows["srs-1"]["clients"] >= 3
+    assert rows["srs-1"]["hashrate_hs"] is None and rows["pool-1"]["power_w"] is None
+    assert {len(row) for row in rows.values()} == {len(rows["xmrig-1"])}  # one set of columns
     totals = nodered.fleet()["totals"]
     assert totals["devices"] == len(configured) and totals["online"] == len(configured)
     assert totals["power_w"] > rows["whatsminer-1"]["power_w"] + rows["whatsminer-2"]["power_w"]
