@@ -295,23 +295,21 @@ def latest(watch: Probe, topic: str) -> dict[str, Any]:
 
 def expected_figures(kind: str, state: dict[str, Any]) -> dict[str, Any]:
     """What the overview should show for a device, read from the state the agent published."""
-    if kind == "xmrig":
-        return {
-            "hashrate_hs": state["hashrate_hs"]["10s"],
+    if kind in ("xmrig", "whatsminer"):
+        window = "10s" if kind == "xmrig" else "1m"
+        figures = {
+            "hashrate_hs": state["hashrate_hs"][window],
             "power_w": state["power_w"],
             "temperature_c": state["temperature_c"],
             "mining": state["mining"],
             "shares_accepted": state["shares"]["accepted"],
         }
-    if kind == "whatsminer":
-        return {
-            "hashrate_hs": state["hashrate_hs"]["1m"],
-            "power_w": state["power_w"],
-            "temperature_c": state["temperature_c"],
-            "efficiency_j_th": state["efficiency_j_th"],
-            "power_mode": state["power_mode"],
-            "mining": state["mining"],
-        }
+        if kind == "whatsminer":
+            figures |= {
+                "efficiency_j_th": state["efficiency_j_th"],
+                "power_mode": state["power_mode"],
+            }
+        return figures
     if kind == "srs":
         server = state["server"]
         return {
