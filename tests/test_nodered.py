@@ -74,6 +74,14 @@ def nodered_dir() -> Path:
     return cache / "edge-agent" / "node-red-4"
 
 
+def installed_nodered() -> Path:
+    """Node-RED's red.js as `.ci/install-nodered` left it; the test fails when it has not run."""
+    red = nodered_dir() / "node_modules" / "node-red" / "red.js"
+    if not red.is_file() or not (nodered_dir() / ".installed").is_file():
+        pytest.fail(f"Node-RED 4 is not installed in {nodered_dir()}: run .ci/install-nodered")
+    return red
+
+
 def shipped_flows() -> list[dict[str, Any]]:
     """The three files as one deployment; the broker node they share is deployed once."""
     nodes: dict[str, dict[str, Any]] = {}
@@ -87,11 +95,10 @@ def shipped_flows() -> list[dict[str, Any]]:
 class NodeRed:
     """Node-RED in a child process; its admin API and the flows' HTTP endpoints."""
 
-    def __init__(self, home: Path, workdir: Path, env: dict[str, str]) -> None:
-        red = home / "node_modules" / "node-red" / "red.js"
+    def __init__(self, red: Path, workdir: Path, env: dict[str, str]) -> None:
         node = shutil.which("node")
-        if node is None or not red.is_file():
-            pytest.fail(f"Node-RED 4 is not installed in {home}: run .ci/install-nodered")
+        if node is None:
+            pytest.fail("Node-RED needs Node.js: .ci/run installs it (apt-get install nodejs)")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (workdir / "settings.js").write_text(SETTINGS_JS)
@@ -240,7 +247,7 @@ def nodered(
         "EDGE_AGENT_COMMAND_TIMEOUT_S": str(COMMAND_TIMEOUT_S),
         **SOLAR,
     }
-    server = NodeRed(nodered_dir(), tmp_path_factory.mktemp("node-red"), env)
+    server = NodeRed(installed_nodered(), tmp_path_factory.mktemp("node-red"), env)
     try:
         deploy_and_wait(server, shipped_flows(), agent)
         yield server
@@ -567,6 +574,22 @@ def test_the_solar_tabs_own_environment_beats_node_reds_and_reads_a_json_field(
     finally:
         watch.publish(sensor, "", retain=True)
         deploy_and_wait(nodered, shipped_flows(), agent)
+
+
+def test_install_script_is_idempotent_and_names_the_folder_the_tests_use() -> None:
+    """Once it has run (`.ci/run` runs it), it installs nothing and prints the same folder."""
+    installed_nodered()
+    done = subprocess.run(
+        ["bash", str(REPO / ".ci" / "install-nodered")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    assert Path(done.stdout.strip()) == nodered_dir()
+    assert done.stderr == ""  # npm did not run
+    package = nodered_dir() / "node_modules" / "node-red" / "package.json"
+    assert json.loads(package.read_text())["version"].startswith("4.")
 
 
 def test_node_red_logged_no_error_and_only_the_expected_warning(nodered: NodeRed) -> None:
