@@ -35,6 +35,7 @@ LAND_NORMAL_S = 300.0  # set_power_pct_v2 ramps over minutes
 SETTLED_BAND = 0.03  # ±3 % of target counts as settled
 PREHEAT_POLL_S = 1.0  # how often pre_power_on is asked whether it is complete
 POWER_BACK = 0.1  # a woken miner reports power again above this fraction of its full power
+RE_AIM = 0.01  # a new percent within 1 % of full power of the last aim re-aims, not reverses
 OFF_PLAN_POLLS = 2  # landed readings off the plan before the member is written again
 DEFAULT_STANDBY_W = 20.0
 GAIN_LIMITS = (0.85, 1.15)  # a landing error; beyond it the miner is off its plan
@@ -54,6 +55,7 @@ class MemberTrack:
     last_write: float = -math.inf
     last_direction: int = 0  # +1 more power, -1 less (hold applies to reversals)
     written_for: float | None = None  # the site target when the member was last written
+    planned_w: float | None = None  # the watts its last percent aimed at
     pending: bool = False
     refresh_at: float | None = None
     preheat_started: float | None = None
@@ -388,8 +390,8 @@ class PowerController:
         """Correct what per-miner gains cannot explain: only when nothing is being written
         and every member's reading reflects its last write."""
         assert self.target_w is not None
-        if not all(t.settled for t in online):
-            return
+        if not all(t.settled and not t.off_plan for t in online):
+            return  # an off-plan member is corrected by its own rewrite, not by the integral
         error = self.target_w - self.measured_w()
         if abs(error) <= self._deadband_w():
             return
@@ -430,10 +432,20 @@ class PowerController:
         if corrective and track.mining is False:
             track.phase = "asleep"  # it stopped on its own: wake it the normal way
             return self._try(track, self._wake_write(track, want), now, +1, urgent=urgent)
-        before = track.reported_w if corrective else None
-        direction = _direction(want.percent, track.written_percent, before, track.model.full_w)
         write = Write("percent", want.percent, self.ramp)
+        # An off-plan rewrite reverses nothing the controller did: hold never delays it.
+        direction = 0 if corrective else self._direction(track, want)
         return self._try(track, write, now, direction, urgent=urgent)
+
+    def _direction(self, track: MemberTrack, want: Assignment) -> int:
+        """+1 more wanted watts than last time, -1 fewer, 0 the same watts re-aimed (a landing
+        correction or an off-plan rewrite, which `hold` never delays)."""
+        full = track.model.full_w
+        before = track.planned_w if track.planned_w is not None else full
+        delta = want.planned_w - before
+        if abs(delta) <= RE_AIM * full:
+            return 0
+        return 1 if delta > 0 else -1
 
     def _wake_write(self, track: MemberTrack, want: Assignment) -> Write:
         if track.model.switch_only:
@@ -453,6 +465,8 @@ class PowerController:
             moved = self._target_moved(track, direction)
             if not (released or moved or (urgent and direction < 0)):
                 return True  # a change is due: do not let the integral chase it meanwhile
+        if write.action == "percent" and write.percent is not None:
+            track.planned_w = track.model.full_w * write.percent / 100 * track.model.gain
         if write.action == "preheat":
             track.phase = "preheating"
             track.preheat_started = now
@@ -578,13 +592,6 @@ class PowerController:
             self._last_payload = payload
             self._last_publish = now
             self.port.publish_state(payload)
-
-
-def _direction(percent: int, written: int | None, reported_w: float | None, full_w: float) -> int:
-    """+1 when the write asks for more power than the member has (or was given), else -1."""
-    if reported_w is not None and full_w > 0:
-        return 1 if percent / 100 * full_w > reported_w else -1
-    return 1 if percent > (written if written is not None else 100) else -1
 
 
 def _restore_member(track: MemberTrack, entry: dict[str, Any]) -> None:
