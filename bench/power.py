@@ -479,13 +479,17 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run_site(broker, n, model, args) for n in sizes for model in models]
     finally:
         broker.stop()
-    saved = [{k: v for k, v in r.items() if k != "samples"} for r in runs]
+    saved = [{**r, "samples": [_compact(side) for side in r["samples"]]} for r in runs]
     (args.out / "power.json").write_text(json.dumps({"command": command, "runs": saved}, indent=2))
     table = markdown(runs, command)
     (args.out / "power.md").write_text(table)
     plot(args.out, runs)
     print(table)
     return 0
+
+
+def _compact(samples: list[Sample]) -> list[tuple[float, str, float, float]]:
+    return [(round(s.t, 2), s.phase, round(s.target_w), round(s.power_w)) for s in samples]
 
 
 def _stop(side: Side) -> None:

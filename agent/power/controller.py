@@ -13,6 +13,7 @@ a fake port and a fake clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -103,6 +104,7 @@ class PowerController:
         self._last_payload: bytes | None = None
         self._last_publish = -math.inf
         self._task: asyncio.Task[None] | None = None
+        self._nudge = asyncio.Event()  # a new target: step now, not at the next tick
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -121,11 +123,13 @@ class PowerController:
 
     async def _loop(self) -> None:
         while True:
+            self._nudge.clear()
             try:
                 self.step(time.monotonic())
             except Exception:  # a bad reading must not end site control
                 log.exception("power step failed")
-            await asyncio.sleep(TICK_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), TICK_S)
 
     # inputs ----------------------------------------------------------------------------
 
@@ -207,6 +211,7 @@ class PowerController:
             maximum = self.fleet_max_w() or math.inf
             self.target_w = None if target is None else min(float(target), maximum)
             self.integral_w = 0.0
+            self._nudge.set()
             log.info("power target", target_w=self.target_w, ramp=self.ramp)
         return {"target_w": self.target_w, "ramp": self.ramp, "enabled": self.enabled}
 
@@ -411,8 +416,8 @@ class PowerController:
 
     def _drive(self, track: MemberTrack, want: Assignment, now: float, *, urgent: bool) -> bool:
         """Start the write that brings a member to its plan; True when one is due."""
-        if track.pending:
-            return True
+        if track.pending or now - track.last_write < LAND_FAST_S:
+            return True  # one write at a time, and time for it to land before the next
         if track.waking:
             if want.awake:
                 track.wanted_percent = want.percent
