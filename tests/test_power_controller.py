@@ -202,13 +202,19 @@ def percent_writes(miner: Miner, since: int = 0) -> list[tuple[float, str, int |
     return [w for w in miner.writes[since:] if w[1] == "percent"]
 
 
-def test_landing_correction_is_not_held() -> None:
-    miner = Miner("m0", efficiency=30)
+def lowered_to_60(miner: Miner) -> tuple[Site, tuple[float, str, int | None]]:
+    """A one-miner site just lowered to 60 %, and that write."""
     site = Site([miner])
     site.set(0.6 * FULL_W)
     site.run(3)
     down = percent_writes(miner)[-1]
     assert down[2] == 60
+    return site, down
+
+
+def test_landing_correction_is_not_held() -> None:
+    miner = Miner("m0", efficiency=30)
+    site, down = lowered_to_60(miner)
     miner.land = 0.9  # the firmware lands 10 % low: aim higher at the same watts
     site.run(5)
     again = percent_writes(miner, miner.writes.index(down) + 1)
@@ -218,10 +224,7 @@ def test_landing_correction_is_not_held() -> None:
 
 def test_reversal_nobody_asked_for_waits_for_hold() -> None:
     miner = Miner("m0", efficiency=30)
-    site = Site([miner])
-    site.set(0.6 * FULL_W)
-    site.run(3)
-    down = percent_writes(miner)[-1]
+    site, down = lowered_to_60(miner)
     # The controller's own site correction now wants more watts from the miner it just
     # lowered, while the operator's target stays where it was.
     site.controller.integral_w = 0.1 * FULL_W
