@@ -1,14 +1,19 @@
-"""Site power control benchmark (issue 8): the controller beside a naive baseline.
+"""Site power control benchmark (issues 8, 11, 17): the controller beside a naive baseline.
 
-    python -m bench.power                 # 200 Whatsminers per fleet, about 17 minutes
-    python -m bench.power --quick         # 40 miners, compressed scenarios, about 4 minutes
+    python -m bench.power                 # 20 and 200 miners x keep and reset: about 25 minutes
+    python -m bench.power --quick         # the 20-miner home site, percent-keeping miners only
+    python -m bench.power --sizes 200 --models reset
 
-Two identical simulated fleets run side by side in one process, each behind its own agent on
-one Mosquitto. Fleet A is steered by site power control (`power/set`); fleet B by the naive
-baseline, which writes the same percent to every miner on every target change. Both get the
-same target schedule: a step from full power to 60 % and back, a demand-response cut to 20 %,
-and a solar day compressed into 10 minutes. A meter reads the simulated miners' true power and
-hash rate twice a second.
+For each site size and power model, two identical simulated fleets run side by side in one
+process, each behind its own agent on one Mosquitto. Fleet A is steered by site power control
+(`power/set`); fleet B by the naive baseline, which writes the same percent to every miner on
+every target change. Both get the same schedule: a step from full power to 60 % and back (an
+upward step the awake miners cover), a demand-response cut to 20 % and a step up to 90 % (an
+upward step that needs sleepers woken), the cut again and a release (`null`), and issue 17's
+solar arc: full down to 45 % and back over 3 minutes, two cloud dips of -20 % for 15 s,
+published every 5 s. Power models (the vendor document is silent): `keep`, miners come back
+from power_off/power_on at their last percent; `reset`, at 100 %. A meter reads the simulated
+miners' true power and hash rate twice a second.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import json
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,13 +44,15 @@ from bench.procs import Mosquitto
 
 BAND = 0.03  # "settled" = within ±3 % of the target
 METER_S = 0.5
+FULL_BAND = 0.97  # a release is done at 97 % of full power
+ARC_MAE_TARGET_PCT = {20: 3.0, 200: 2.0}  # issue 17; other sizes: the 200-miner one
 
 
 @dataclass
 class Phase:
     name: str
     seconds: float
-    target: Callable[[float], float]  # fraction of full power at t seconds into the phase
+    target: Callable[[float], float | None]  # fraction of full at t s in; None = release
     update_s: float = 0.0  # 0: set once; else re-send the target this often
 
 
@@ -70,26 +78,31 @@ class Side:
     restarts_start: int = 0
 
 
-def scenario(quick: bool) -> list[Phase]:
-    scale = 0.25 if quick else 1.0
-    solar_s = 150.0 if quick else 600.0
+ARC_S = 180.0
+CLOUDS = ((52.0, 67.0), (120.0, 135.0))  # two dips of -20 % for 15 s
 
-    def solar(t: float) -> float:
-        sun = max(0.0, math.sin(math.pi * t / solar_s))
-        cloud = 0.25 if 0.55 < t / solar_s < 0.62 else 0.0  # a passing cloud
-        return max(0.05, 0.9 * sun * (1 - cloud))
 
+def solar_arc(t: float) -> float:
+    """Issue 17's PV profile: full down to 45 % and back over 3 minutes, two cloud dips."""
+    sun = 1.0 - 0.55 * math.sin(math.pi * min(t, ARC_S) / ARC_S)
+    cloud = any(start <= t < end for start, end in CLOUDS)
+    return sun * (0.8 if cloud else 1.0)
+
+
+def scenario() -> list[Phase]:
     return [
-        Phase("step_down_60", 60 * scale + 15, lambda t: 0.6),
-        Phase("step_up_100", 60 * scale + 15, lambda t: 1.0),
-        Phase("dr_cut_20", 60 * scale + 15, lambda t: 0.2),
-        Phase("dr_release", 90 * scale + 30, lambda t: 1.0),
-        Phase("solar_day", solar_s, solar, update_s=5.0),
+        Phase("step_down_60", 25, lambda t: 0.6),
+        Phase("step_up_100", 25, lambda t: 1.0),
+        Phase("dr_cut_20", 30, lambda t: 0.2),
+        Phase("step_up_wake_90", 30, lambda t: 0.9),
+        Phase("dr_cut_20b", 30, lambda t: 0.2),
+        Phase("release", 35, lambda t: None),
+        Phase("solar_arc", ARC_S, solar_arc, update_s=5.0),
     ]
 
 
 def agent_settings(
-    broker: Mosquitto, fleet: SimFleet, agent_id: str, *, controlled: bool
+    broker: Mosquitto, fleet: SimFleet, agent_id: str, *, controlled: bool, hold: float
 ) -> Settings:
     devices = [
         WhatsminerConfig(
@@ -111,7 +124,7 @@ def agent_settings(
             "enabled": controlled,
             "members": members,
             "ramp": "fast",
-            "hold": 10,
+            "hold": hold,
             "min_percent": 50,
         },
         devices=devices,
@@ -130,15 +143,17 @@ def start_agent(settings: Settings) -> tuple[Agent, LoopThread, Future[None]]:
 class Operator:
     """The MQTT client that plays the site operator (A) and the naive baseline (B)."""
 
-    def __init__(self, broker: Mosquitto) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-power-operator")
+    def __init__(self, broker: Mosquitto, name: str) -> None:
+        client_id = f"bench-power-operator-{name}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         self.last_percent: int | None = None
 
-    def controller_target(self, agent_id: str, watts: float) -> None:
+    def controller_target(self, agent_id: str, watts: float | None) -> None:
         topic = f"bench-power/bridge/{agent_id}/power/set"
-        self.client.publish(topic, json.dumps({"target_w": round(watts)}), qos=1)
+        body = None if watts is None else round(watts)
+        self.client.publish(topic, json.dumps({"target_w": body}), qos=1)
 
     def naive_target(self, side: Side, fraction: float) -> None:
         percent = max(0, min(100, round(fraction * 100)))
@@ -189,18 +204,20 @@ def run_schedule(
     for phase in phases:
         phase_start = time.monotonic()
         next_update = phase_start
+        sent: float | None = None
         print(f"  phase {phase.name} ({phase.seconds:.0f} s)", flush=True)
         while (elapsed := time.monotonic() - phase_start) < phase.seconds:
-            fraction = phase.target(elapsed)
             if time.monotonic() >= next_update:
-                operator.controller_target(
-                    controlled.agent.settings.agent.id, fraction * controlled.full_w
-                )
-                operator.naive_target(naive, fraction)
-                next_update = time.monotonic() + phase.update_s if phase.update_s else float("inf")
+                fraction = phase.target(elapsed)
+                sent = 1.0 if fraction is None else fraction
+                watts = None if fraction is None else fraction * controlled.full_w
+                operator.controller_target(controlled.agent.settings.agent.id, watts)
+                operator.naive_target(naive, sent)
+                next_update = time.monotonic() + phase.update_s if phase.update_s else math.inf
             now = time.monotonic() - started
+            assert sent is not None
             for side in sides:
-                side.samples.append(meter(sim, side, now, phase.name, fraction * side.full_w))
+                side.samples.append(meter(sim, side, now, phase.name, sent * side.full_w))
             time.sleep(METER_S)
 
 
@@ -221,6 +238,14 @@ def settle_time(samples: list[Sample], hold_s: float = 5.0) -> float | None:
     return None
 
 
+def time_to_full(samples: list[Sample], full_w: float) -> float | None:
+    """Seconds from the phase start until the power first reached 97 % of full."""
+    for s in samples:
+        if s.power_w >= FULL_BAND * full_w:
+            return round(s.t - samples[0].t, 1)
+    return None
+
+
 def overshoot(samples: list[Sample], before_w: float) -> float:
     """How far past the target the power went, in % of the target, against the step."""
     if not samples:
@@ -238,13 +263,9 @@ def figures(side: Side, sim: LoopThread, hours: float) -> dict[str, Any]:
         by_phase.setdefault(s.phase, []).append(s)
     writes, restarts = counters(sim, side)
     miners = len(side.fleet.devices)
-    solar = by_phase.get("solar_day", [])
-    lit = [s for s in solar if s.target_w > 0]
-    mae = (
-        sum(abs(s.power_w - s.target_w) for s in lit) / sum(s.target_w for s in lit) * 100
-        if lit
-        else None
-    )
+    arc = by_phase.get("solar_arc", [])
+    mae = sum(abs(s.power_w - s.target_w) for s in arc) / sum(s.target_w for s in arc) * 100
+    worst = max(abs(s.power_w - s.target_w) / s.target_w for s in arc) * 100
     power = sum(s.power_w for s in side.samples) / max(1, len(side.samples))
     hashrate = sum(s.hashrate_ths for s in side.samples) / max(1, len(side.samples))
     return {
@@ -252,63 +273,71 @@ def figures(side: Side, sim: LoopThread, hours: float) -> dict[str, Any]:
             "step_down_60": settle_time(by_phase.get("step_down_60", [])),
             "step_up_100": settle_time(by_phase.get("step_up_100", [])),
             "dr_cut_20": settle_time(by_phase.get("dr_cut_20", [])),
+            "step_up_wake_90": settle_time(by_phase.get("step_up_wake_90", [])),
         },
+        "release_to_full_s": time_to_full(by_phase.get("release", []), side.full_w),
         "overshoot_pct": {
             "step_down_60": overshoot(by_phase.get("step_down_60", []), side.full_w),
-            "step_up_100": overshoot(by_phase.get("step_up_100", []), side.full_w * 0.6),
             "dr_cut_20": overshoot(by_phase.get("dr_cut_20", []), side.full_w),
         },
-        "solar_mean_abs_error_pct": None if mae is None else round(mae, 2),
+        "arc_mean_abs_error_pct": round(mae, 2),
+        "arc_worst_error_pct": round(worst, 1),
         "writes_per_miner_per_hour": round((writes - side.writes_start) / miners / hours, 1),
         "btminer_restarts": restarts - side.restarts_start,
         "hashrate_ths_per_kw": round(hashrate / (power / 1000), 2) if power else None,
     }
 
 
-def markdown(results: dict[str, Any]) -> str:
-    a, b = results["controller"], results["naive"]
-    rows = [
-        ("settle step 100→60 % (s)", a["settle_s"]["step_down_60"], b["settle_s"]["step_down_60"]),
-        ("settle step 60→100 % (s)", a["settle_s"]["step_up_100"], b["settle_s"]["step_up_100"]),
-        (
-            "settle DR cut to 20 % (s, target ≤ 30)",
-            a["settle_s"]["dr_cut_20"],
-            b["settle_s"]["dr_cut_20"],
-        ),
-        (
-            "overshoot step down (%)",
-            a["overshoot_pct"]["step_down_60"],
-            b["overshoot_pct"]["step_down_60"],
-        ),
-        (
-            "overshoot step up (%)",
-            a["overshoot_pct"]["step_up_100"],
-            b["overshoot_pct"]["step_up_100"],
-        ),
-        ("overshoot DR cut (%)", a["overshoot_pct"]["dr_cut_20"], b["overshoot_pct"]["dr_cut_20"]),
-        (
-            "solar day mean abs tracking error (%, target ≤ 5)",
-            a["solar_mean_abs_error_pct"],
-            b["solar_mean_abs_error_pct"],
-        ),
-        (
-            "writes per miner per hour",
-            a["writes_per_miner_per_hour"],
-            b["writes_per_miner_per_hour"],
-        ),
-        ("btminer restarts caused", a["btminer_restarts"], b["btminer_restarts"]),
-        ("hashrate kept per kW (TH/s per kW)", a["hashrate_ths_per_kw"], b["hashrate_ths_per_kw"]),
-    ]
+ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], Callable[[int], str]]] = [
+    (
+        "step up 60→100 %, awake miners (s to ±3 %)",
+        lambda f: f["settle_s"]["step_up_100"],
+        lambda n: "≤ 10",
+    ),
+    (
+        "step up 20→90 %, miners wake (s to ±3 %)",
+        lambda f: f["settle_s"]["step_up_wake_90"],
+        lambda n: "≤ 15",
+    ),
+    (
+        "release (`null`) after a cut to 20 % (s to ≥ 97 % of full)",
+        lambda f: f["release_to_full_s"],
+        lambda n: "≤ 30",
+    ),
+    ("step down 100→60 % (s to ±3 %)", lambda f: f["settle_s"]["step_down_60"], lambda n: ""),
+    ("DR cut to 20 % (s to ±3 %)", lambda f: f["settle_s"]["dr_cut_20"], lambda n: "≤ 30"),
+    ("overshoot DR cut (%)", lambda f: f["overshoot_pct"]["dr_cut_20"], lambda n: ""),
+    (
+        "solar arc mean abs error (%)",
+        lambda f: f["arc_mean_abs_error_pct"],
+        lambda n: f"≤ {ARC_MAE_TARGET_PCT.get(n, 2.0):g}",
+    ),
+    ("solar arc worst error (%)", lambda f: f["arc_worst_error_pct"], lambda n: ""),
+    ("btminer restarts caused", lambda f: f["btminer_restarts"], lambda n: "0"),
+    ("writes per miner per hour", lambda f: f["writes_per_miner_per_hour"], lambda n: ""),
+    ("hashrate kept per kW (TH/s per kW)", lambda f: f["hashrate_ths_per_kw"], lambda n: ""),
+]
+
+
+def markdown(runs: list[dict[str, Any]], command: str) -> str:
+    heads = [f"{r['miners']} miners, {r['model']}" for r in runs]
     lines = [
-        f"Site power control, {results['miners']} simulated Whatsminers per fleet, miner clocks "
-        f"x{results['time_scale']:g} (`{results['command']}`, {results['date']})",
+        f"Site power control, miner clocks x{runs[0]['time_scale']:g}, pre_power_on complete "
+        f"after {runs[0]['preheat_s']:g} simulated s, hold {runs[0]['hold']:g} s "
+        f"(`{command}`, {time.strftime('%Y-%m-%d')}); controller / naive baseline",
         "",
-        "| figure | controller | naive baseline |",
-        "|---|---|---|",
-        *(f"| {name} | {_cell(x)} | {_cell(y)} |" for name, x, y in rows),
+        "| figure | " + " | ".join(heads) + " | target |",
+        "|---|" + "---|" * len(runs) + "---|",
+    ]
+    for name, pick, target in ROWS:
+        cells = [f"{_cell(pick(r['controller']))} / {_cell(pick(r['naive']))}" for r in runs]
+        goals = sorted({target(r["miners"]) for r in runs})
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {' or '.join(goals)} |")
+    lines += [
         "",
-        "Settle: from the target change until the fleet's true power is within ±3 % of the "
-        "target and stays there 5 s (— = never within the phase).",
+        "Step times: from the target change until the fleet's true power is within ±3 % of "
+        "the target and stays there 5 s (— = never within the phase). Release: until the true "
+        "power first reaches 97 % of full. Solar arc: against the target last published.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -317,32 +346,44 @@ def _cell(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def plot(results_dir: Path, sides: list[Side]) -> None:
+def plot(results_dir: Path, runs: list[dict[str, Any]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(12, 5))
-    first = sides[0].samples
-    axis.plot([s.t for s in first], [s.target_w / 1000 for s in first], "k--", label="target")
-    for side in sides:
+    figure, axes = plt.subplots(len(runs), 1, figsize=(12, 3.2 * len(runs)), squeeze=False)
+    for axis, run in zip(axes[:, 0], runs, strict=True):
+        controller, naive = run["samples"]
         axis.plot(
-            [s.t for s in side.samples], [s.power_w / 1000 for s in side.samples], label=side.name
+            [s.t for s in controller],
+            [s.target_w / 1000 for s in controller],
+            "k--",
+            label="target",
         )
-    axis.set_xlabel("seconds")
-    axis.set_ylabel("site power (kW)")
-    axis.legend()
-    axis.set_title("Site power control: controller vs naive baseline")
+        axis.plot(
+            [s.t for s in controller],
+            [s.power_w / 1000 for s in controller],
+            label="site power control",
+        )
+        axis.plot(
+            [s.t for s in naive],
+            [s.power_w / 1000 for s in naive],
+            alpha=0.5,
+            label="naive baseline",
+        )
+        axis.set_ylabel("kW")
+        axis.set_title(
+            f"{run['miners']} miners, percent {run['model']} across power_on", fontsize=10
+        )
+        axis.legend(loc="lower left", fontsize=8)
+    axes[-1, 0].set_xlabel("seconds")
     figure.tight_layout()
-    figure.savefig(results_dir / "power_tracking.png", dpi=100)
+    figure.savefig(results_dir / "power_tracking.png", dpi=90)
 
 
-async def _start_fleets(count: int, time_scale: float) -> list[SimFleet]:
-    return [
-        await start_fleet(count, time_scale=time_scale),
-        await start_fleet(count, time_scale=time_scale),
-    ]
+async def _start_fleets(count: int, **options: Any) -> list[SimFleet]:
+    return [await start_fleet(count, **options), await start_fleet(count, **options)]
 
 
 def wait_learned(side: Side, timeout: float = 120) -> None:
@@ -359,33 +400,25 @@ def wait_learned(side: Side, timeout: float = 120) -> None:
     raise SystemExit("the controller did not learn every member's full power in time")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.power", description=__doc__)
-    parser.add_argument("--miners", type=int, default=200, help="miners per fleet")
-    parser.add_argument("--quick", action="store_true", help="40 miners, compressed scenarios")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument(
-        "--time-scale",
-        type=float,
-        default=10.0,
-        help="the simulated miners' clock speed: preheating (90 s) and power_on ramps pass this "
-        "much faster, so the compressed day keeps a realistic ratio to miner physics",
-    )
-    args = parser.parse_args(argv)
-    miners = 40 if args.quick and args.miners == 200 else args.miners
-    args.out.mkdir(parents=True, exist_ok=True)
-    logs.configure("warning", "console")
-    broker = Mosquitto(Path(tempfile.mkdtemp(prefix="bench-power-")))
-    broker.start()
+def run_site(
+    broker: Mosquitto, miners: int, model: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    print(f"bench.power: {miners} miners per fleet, percent {model} across power_on", flush=True)
     sim = LoopThread("simulators")
-    fleets = sim.run(_start_fleets(miners, args.time_scale), timeout=300)
+    options = {
+        "time_scale": args.time_scale,
+        "power_on_percent": model,
+        "preheat_s": args.preheat_s,
+    }
+    fleets = sim.run(_start_fleets(miners, **options), timeout=300)
     sides = []
     for name, fleet, controlled in (("controller", fleets[0], True), ("naive", fleets[1], False)):
-        agent, thread, running = start_agent(
-            agent_settings(broker, fleet, name, controlled=controlled)
+        settings = agent_settings(
+            broker, fleet, f"{name}-{miners}-{model}", controlled=controlled, hold=args.hold
         )
+        agent, thread, running = start_agent(settings)
         sides.append(Side(name, fleet, agent, thread, running))
-    operator = Operator(broker)
+    operator = Operator(broker, f"{miners}-{model}")
     try:
         wait_learned(sides[0])
         for side in sides:
@@ -393,32 +426,70 @@ def main(argv: list[str] | None = None) -> int:
                 lambda side=side: sum(d.model.power_w(d.model.now()) for d in side.fleet.devices)
             )
             side.writes_start, side.restarts_start = counters(sim, side)
-        phases = scenario(args.quick)
         started = time.monotonic()
-        print(f"bench.power: {miners} miners per fleet, {sum(p.seconds for p in phases):.0f} s")
-        run_schedule(sim, sides, operator, phases)
+        run_schedule(sim, sides, operator, scenario())
         hours = (time.monotonic() - started) / 3600
-        results = {
-            "command": "python -m bench.power" + (" --quick" if args.quick else ""),
-            "date": time.strftime("%Y-%m-%d"),
+        return {
             "miners": miners,
+            "model": model,
             "time_scale": args.time_scale,
+            "preheat_s": args.preheat_s,
+            "hold": args.hold,
             "controller": figures(sides[0], sim, hours),
             "naive": figures(sides[1], sim, hours),
+            "samples": [sides[0].samples, sides[1].samples],
         }
-        (args.out / "power.json").write_text(json.dumps(results, indent=2))
-        table = markdown(results)
-        (args.out / "power.md").write_text(table)
-        plot(args.out, sides)
-        print(table)
     finally:
         operator.close()
         for side in sides:
             _stop(side)
         sim.run(_close(fleets), timeout=60)
         sim.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.power", description=__doc__)
+    parser.add_argument("--sizes", default="20,200", help="miners per fleet, comma-separated")
+    parser.add_argument("--models", default="keep,reset", help="keep and/or reset")
+    parser.add_argument("--quick", action="store_true", help="20 miners, keep only")
+    parser.add_argument("--hold", type=float, default=30.0, help="power.hold (the default)")
+    parser.add_argument(
+        "--preheat-s",
+        type=float,
+        default=30.0,
+        help="simulated seconds until pre_power_on reports complete (issue 17)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=10.0,
+        help="the simulated miners' clock speed: preheating and power_on ramps pass this "
+        "much faster, so the compressed schedule keeps a realistic ratio to miner physics",
+    )
+    args = parser.parse_args(argv)
+    sizes = [20] if args.quick else [int(n) for n in args.sizes.split(",")]
+    models = ["keep"] if args.quick else args.models.split(",")
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs.configure("warning", "console")
+    broker = Mosquitto(Path(tempfile.mkdtemp(prefix="bench-power-")))
+    broker.start()
+    command = "python -m bench.power" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+    try:
+        runs = [run_site(broker, n, model, args) for n in sizes for model in models]
+    finally:
         broker.stop()
+    saved = [{**r, "samples": [_compact(side) for side in r["samples"]]} for r in runs]
+    (args.out / "power.json").write_text(json.dumps({"command": command, "runs": saved}, indent=2))
+    table = markdown(runs, command)
+    (args.out / "power.md").write_text(table)
+    plot(args.out, runs)
+    print(table)
     return 0
+
+
+def _compact(samples: list[Sample]) -> list[tuple[float, str, float, float]]:
+    return [(round(s.t, 2), s.phase, round(s.target_w), round(s.power_w)) for s in samples]
 
 
 def _stop(side: Side) -> None:

@@ -179,6 +179,8 @@ class PowerSection(Section):
     hold: Duration = 30.0
     deadband_percent: float = Field(default=1.5, ge=0, le=20)
     on_mqtt_loss: Literal["hold", "release"] = "hold"
+    # The vendor doc gives no preheat time and no promise that `complete` ever comes.
+    preheat_max: Duration = 120.0
 
 
 class Settings(BaseSettings):

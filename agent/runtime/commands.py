@@ -360,9 +360,17 @@ class CommandRouter:
 
     def start_power(self) -> None:
         from agent.power.controller import PowerController
+        from agent.runtime.power_port import AgentPowerPort
 
-        if self.agent.settings.power.enabled and self.power is None:
-            self.power = PowerController(self.agent)
+        agent = self.agent
+        if agent.settings.power.enabled and self.power is None:
+            port = AgentPowerPort(
+                agent.workers,
+                self.execute_internal,
+                agent.spawn,
+                lambda payload: agent.link.publish_retained(agent.topics.power, payload),
+            )
+            self.power = PowerController(agent.settings.power, port)
             self.agent.link.subscribe(self.agent.topics.power)
             self.power.start()
 

@@ -22,6 +22,11 @@ Power follows the vendor doc (§3.3, 3.4, 3.21 to 3.25): set_power_pct lands wit
 only approximately, set_power_pct_v2 ramps over minutes, power_off drops to standby at once,
 power_on ramps slowly unless pre_power_on preheated the boards, power modes, power limits and
 target frequency restart btminer (no hash rate for a while). Miners differ in efficiency.
+Where the doc is silent, the power model offers each plausible behaviour as a mode:
+`power_on_percent` ("keep": power_on comes back at the last set_power_pct, the default, the
+case that catches a controller believing its own model; "reset": power_on comes back at 100 %)
+and `preheat_s` (simulated seconds until pre_power_on reports complete, default 90; None: it
+never does).
 Nothing runs in the background: the model is evaluated lazily, on each request, from a
 `SimClock` whose `time_scale` makes minutes pass in seconds and which tests can `advance`.
 """
@@ -80,6 +85,7 @@ WARMUP_S = 150.0  # then the ramp back to the target
 COLD_START_S = 420.0  # power_on without preheating
 PREHEATED_START_S = 15.0
 PREHEAT_S = 90.0
+POWER_ON_PERCENT = ("keep", "reset")  # what power_on does to a set_power_pct: the doc is silent
 FAST_SETTLE_S = 1.0
 REBOOT_S = 60.0
 FAST_EXPONENT = 1.15  # hash fraction = power fraction ** exponent: fast mode costs more hash
@@ -186,6 +192,8 @@ class WhatsminerModel:
     efficiency_j_th: float | None = None
     standby_power_w: float = 18.0
     min_stable_percent: float | None = None
+    power_on_percent: str = "keep"  # see POWER_ON_PERCENT
+    preheat_s: float | None = PREHEAT_S  # None: pre_power_on never reports complete
     error_codes: dict[str, str] = field(default_factory=dict)
     log_size: int = 48 * 1024
 
@@ -197,6 +205,7 @@ class WhatsminerModel:
         _check_choice("join_limit", self.join_limit, JOIN_LIMITS)
         _check_choice("join_excess", self.join_excess, JOIN_EXCESS)
         _check_choice("led_fields", self.led_fields, LED_FIELDS)
+        _check_choice("power_on_percent", self.power_on_percent, POWER_ON_PERCENT)
         self.unsupported = set(self.unsupported)
         self.clock = self.clock or SimClock(self.time_scale)
         self.rng = random.Random(self.index if self.seed is None else self.seed)
@@ -318,7 +327,9 @@ class WhatsminerModel:
             self.ramp = Ramp(0.0, self.target_fraction, self.ramp.t0, self.ramp.t1)
 
     def _preheat_done(self, t: float) -> bool:
-        return self.preheat_started is not None and t - self.preheat_started >= PREHEAT_S
+        if self.preheat_started is None or self.preheat_s is None:
+            return False
+        return t - self.preheat_started >= self.preheat_s
 
     # ------------------------------------------------------------- requests
 
@@ -727,6 +738,9 @@ class WhatsminerModel:
     def _w_power_on(self, cmd: dict[str, Any], t: float) -> tuple[Any, Followup | None]:
         if not self.mining:
             settle = PREHEATED_START_S if self._preheat_done(t) else COLD_START_S
+            if self.power_on_percent == "reset":
+                self.target_fraction = 1.0
+                self.exponent = NORMAL_EXPONENT
             self.mining = True
             self.preheat_started = None
             self.btminer_started = t

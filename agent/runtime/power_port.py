@@ -1,0 +1,118 @@
+"""The site power port bound to the running agent: workers' readings in, commands and the
+retained power state out (agent.power.port describes the interface)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from agent.power.port import MemberReading, Outcome, Write
+
+if TYPE_CHECKING:
+    from agent.runtime.worker import DeviceWorker
+
+Execute = Callable[..., Any]  # CommandRouter.execute_internal
+
+# Which command carries each intent, per kind. XMRig rigs are switch-only: pause/resume.
+_SWITCH_ONLY = {"xmrig": {"sleep": "pause", "wake": "resume"}}
+_PERCENT = {"fast": "set_power_pct", "normal": "set_power_pct_v2"}
+_MINER = {"sleep": "power_off", "preheat": "pre_power_on", "wake": "power_on"}
+
+
+class AgentPowerPort:
+    def __init__(
+        self,
+        workers: Mapping[str, DeviceWorker],
+        execute: Execute,
+        spawn: Callable[[Any], asyncio.Task[Any]],
+        publish: Callable[[bytes], None],
+    ) -> None:
+        self.workers = workers
+        self.execute = execute
+        self.spawn = spawn
+        self.publish = publish
+        self._polled: dict[str, tuple[float, float]] = {}  # wall clock → monotonic, per member
+
+    def readings(self, member_ids: Sequence[str]) -> dict[str, MemberReading]:
+        return {
+            member_id: _reading(member_id, worker, self._monotonic(member_id, worker))
+            for member_id in member_ids
+            if (worker := self.workers.get(member_id)) is not None
+        }
+
+    def _monotonic(self, member_id: str, worker: DeviceWorker) -> float | None:
+        """The poll's time on the controller's clock, the same value for the same poll."""
+        last = worker.stats.last_success
+        if last is None:
+            return None
+        seen = self._polled.get(member_id)
+        if seen is None or seen[0] != last:
+            seen = self._polled[member_id] = (last, time.monotonic() - (time.time() - last))
+        return seen[1]
+
+    def write(
+        self, member_id: str, write: Write, transaction: str, done: Callable[[Outcome], None]
+    ) -> None:
+        worker = self.workers.get(member_id)
+        if worker is None:
+            done(Outcome(False, f"{member_id} is no longer configured"))
+            return
+        command, params = _command(worker.config.kind, write)
+        task = self.spawn(self.execute(worker, command, params, transaction=transaction))
+        task.add_done_callback(lambda finished: done(_outcome(finished)))
+
+    def refresh(self, member_id: str) -> None:
+        worker = self.workers.get(member_id)
+        if worker is not None:
+            worker.poll_soon()
+
+    def publish_state(self, payload: bytes) -> None:
+        self.publish(payload)
+
+
+def _reading(member_id: str, worker: DeviceWorker, polled_at: float | None) -> MemberReading:
+    state = worker.state or {}
+    online = None if worker.available is None else bool(worker.available) and bool(state)
+    mining = state.get("mining")
+    power = state.get("power_w")
+    efficiency = state.get("efficiency_j_th")
+    return MemberReading(
+        id=member_id,
+        switch_only=worker.config.kind in _SWITCH_ONLY,
+        nominal_w=getattr(worker.config, "nominal_w", None),
+        online=online,
+        power_w=float(power) if isinstance(power, int | float) else None,
+        mining=mining if isinstance(mining, bool) else None,
+        efficiency_j_th=float(efficiency) if isinstance(efficiency, int | float) else None,
+        polled_at=polled_at,
+    )
+
+
+def _command(kind: str, write: Write) -> tuple[str, dict[str, Any]]:
+    switch = _SWITCH_ONLY.get(kind)
+    if switch is not None:
+        return switch[write.action], {}
+    if write.action == "percent":
+        return _PERCENT[write.ramp], {"percent": write.percent}
+    return _MINER[write.action], {}
+
+
+def _outcome(task: asyncio.Task[Any]) -> Outcome:
+    if task.cancelled():
+        return Outcome(False, "cancelled")
+    if task.exception() is not None:
+        return Outcome(False, f"internal error: {type(task.exception()).__name__}")
+    result = task.result()
+    if not result["ok"]:
+        return Outcome(False, str((result.get("error") or {}).get("message")))
+    return Outcome(True, complete=_complete(result.get("data")))
+
+
+def _complete(data: Any) -> bool:
+    """pre_power_on's `complete`, which the document types as a string ("true"/"false")."""
+    if isinstance(data, dict):
+        value = data.get("complete")
+        return value is True or str(value).lower() == "true"
+    return False
