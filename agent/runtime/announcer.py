@@ -17,6 +17,7 @@ from agent.catalog.discovery import (
     ORIGIN,
     DiscoveryContext,
     device_block,
+    device_info_entities,
     entity_payload,
     lookup,
     topic,
@@ -156,7 +157,7 @@ def announced_entities(
     """A control for a disruptive command appears only where that command is allowed: a
     reboot button that can only ever answer "not allowed" is worse than none."""
     found = []
-    for entity in catalog.entities_for(state):
+    for entity in [*catalog.entities_for(state), *device_info_entities(catalog)]:
         spec = catalog.command(entity.command) if entity.command else None
         if spec is not None and spec.disruptive and spec.name not in allowed:
             continue

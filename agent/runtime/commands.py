@@ -25,6 +25,7 @@ from agent.catalog.validate import (
 from agent.config.settings import ConfigError
 from agent.errors import AgentError, UnknownCommandError, ValidationError
 from agent.logs import get_logger, redact_text
+from agent.runtime.energy import site_entity
 from agent.runtime.mqtt import Inbound
 
 if TYPE_CHECKING:
@@ -374,6 +375,8 @@ class CommandRouter:
 
     def announce_bridge(self) -> None:
         entities = self.bridge_entities() + self.power_entities()
+        if self.power is not None:
+            entities.append(site_entity(self.agent.site_energy_topic))
         self.agent.announcer.announce_bridge(entities, BRIDGE_CATALOG)
 
     def device_polled(self, worker: DeviceWorker) -> None:
