@@ -33,6 +33,7 @@ from agent.runtime.worker import DeviceWorker
 
 log = get_logger("agent")
 SWEEP_WINDOW_S = 10.0  # how long after the first connect retained leftovers are collected
+CLEAR_STATE_AFTER_S = 3.0  # a removed device's state topics outlive its discovery configs
 
 
 class Agent:
@@ -155,6 +156,14 @@ class Agent:
         worker = self.workers.pop(device_id)
         await worker.stop()
         self.announcer.forget_device(device_id)
+        # Home Assistant removes the entities once it has the empty configs; an empty state
+        # reaching an entity still listening would be a template error in its log.
+        assert self.loop is not None
+        self.loop.call_later(CLEAR_STATE_AFTER_S, self._clear_device_topics, device_id)
+
+    def _clear_device_topics(self, device_id: str) -> None:
+        if device_id in self.workers:
+            return  # added back meanwhile: its topics are live again
         for topic in (self.topics.state(device_id), self.topics.availability(device_id)):
             self.link.clear_retained(topic)
 

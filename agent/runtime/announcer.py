@@ -8,6 +8,7 @@ an empty retained payload instead of lingering in Home Assistant.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,11 @@ class Announcer:
         for entity in entities:
             config = entity_payload(self.ctx, catalog, node, entity, device)
             config["unique_id"] = f"edgeagent_bridge_{self.ctx.agent_id}_{entity.key}"
+            # The id Home Assistant 2024.1 derives (device name + entity name), so that a
+            # dashboard written once works with every release.
+            config["default_entity_id"] = (
+                f"{entity.platform}.{_slug(str(device['name']))}_{_slug(entity.name or '')}"
+            )
             config["availability"] = [{"topic": self.ctx.bridge_state}]
             config.pop("availability_mode", None)
             payloads[topic(self.ctx, entity.platform, node, entity.key)] = _encode(config)
@@ -163,6 +169,10 @@ def announced_entities(
             continue
         found.append(entity)
     return found
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def _encode(payload: dict[str, Any]) -> bytes:

@@ -54,6 +54,7 @@ class CommandRouter:
         self.agent = agent
         self.in_flight = 0
         self.power: PowerController | None = None
+        self._announced_max_w: int | None = None
 
     # routing ---------------------------------------------------------------------------
 
@@ -380,7 +381,14 @@ class CommandRouter:
         self.agent.announcer.announce_bridge(entities, BRIDGE_CATALOG)
 
     def device_polled(self, worker: DeviceWorker) -> None:
-        """Site power control reads members' states on its own tick; nothing to do here."""
+        """Site power control reads members' states on its own tick; the site target's range
+        in Home Assistant follows what it learned (before that its maximum is a placeholder)."""
+        if self.power is None or worker.id not in self.agent.settings.power.members:
+            return
+        maximum = round(self.power.fleet_max_w())
+        if maximum != self._announced_max_w:
+            self._announced_max_w = maximum
+            self.announce_bridge()
 
     def start_power(self) -> None:
         from agent.power.controller import PowerController
