@@ -53,7 +53,8 @@ REGISTRY_S = 60.0  # Home Assistant writes its registries about 10 s after a cha
 def ha_environment() -> Path:
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     venv = Path(os.environ.get("EDGE_AGENT_HA_VENV", default / "edge-agent" / f"ha-{HA_VERSION}"))
-    if not (venv / "bin" / "hass").exists():
+    # .ci/install-ha leaves this marker last: an interrupted install does not count.
+    if not (venv / "bin" / "hass").exists() or not (venv / ".edge-agent-complete").exists():
         pytest.fail(
             f"no Home Assistant {HA_VERSION} in {venv}: run .ci/install-ha "
             "(.ci/run does), or point EDGE_AGENT_HA_VENV at one"
