@@ -48,6 +48,8 @@ LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) \((\w+)\) \[([\w.]+)\]
 # Said by Home Assistant itself about how the tests run it, not about anything the agent sent.
 EXPECTED_LOG = ("Skipping pip installation of required modules",)
 REGISTRY_S = 60.0  # Home Assistant writes its registries about 10 s after a change
+# The first test also starts and onboards Home Assistant; the restart test starts it again.
+pytestmark = pytest.mark.timeout(300)
 
 
 def ha_environment() -> Path:
