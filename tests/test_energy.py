@@ -122,3 +122,15 @@ def test_state_directory_prefers_config_then_systemd_then_xdg(tmp_path: Path) ->
         "/var/lib/edge-agent"
     )
     assert state_directory(None, {"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "edge-agent"
+
+
+def test_the_file_is_written_at_most_once_a_minute(tmp_path: Path) -> None:
+    clock = Clock()
+    book = EnergyBook(tmp_path, clock=clock)
+    versions = set()
+    for _ in range(int(SAVE_INTERVAL_S * 5)):  # five minutes of one-second polls
+        feed(book, clock, "wm0", 1000.0, 1)
+        path = tmp_path / FILE_NAME
+        if path.exists():
+            versions.add(path.read_text())  # the running sum grew: every write differs
+    assert 4 <= len(versions) <= 5
