@@ -22,7 +22,7 @@ from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, LoadedConfig, Settings, load_config
 from agent.devices import KINDS
 from agent.logs import get_logger, register_secrets
-from agent.runtime.announcer import Announcer
+from agent.runtime.announcer import CLEAR_STATE_AFTER_S, Announcer
 from agent.runtime.commands import CommandRouter
 from agent.runtime.energy import EnergyBook, metered, state_directory
 from agent.runtime.mqtt import Inbound, MqttLink
@@ -33,7 +33,6 @@ from agent.runtime.worker import DeviceWorker
 
 log = get_logger("agent")
 SWEEP_WINDOW_S = 10.0  # how long after the first connect retained leftovers are collected
-CLEAR_STATE_AFTER_S = 3.0  # a removed device's state topics outlive its discovery configs
 
 
 class Agent:
@@ -156,8 +155,6 @@ class Agent:
         worker = self.workers.pop(device_id)
         await worker.stop()
         self.announcer.forget_device(device_id)
-        # Home Assistant removes the entities once it has the empty configs; an empty state
-        # reaching an entity still listening would be a template error in its log.
         assert self.loop is not None
         self.loop.call_later(CLEAR_STATE_AFTER_S, self._clear_device_topics, device_id)
 

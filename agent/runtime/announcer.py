@@ -28,6 +28,10 @@ from agent.config.base import DeviceConfig
 from agent.logs import get_logger
 
 log = get_logger("discovery")
+# A removed device's state and availability topics are cleared this long after its discovery
+# configs: an empty state reaching an entity Home Assistant has not dropped yet is a template
+# error in its log.
+CLEAR_STATE_AFTER_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
