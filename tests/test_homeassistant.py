@@ -160,6 +160,8 @@ class HomeAssistant:
         )
         assert login.status_code == 200, login.text
         self.token = login.json()["access_token"]
+        # The later steps (location, analytics, integrations) only feed the frontend; the
+        # location step would also set up default integrations this minimal install lacks.
         (self.token,) = self.ws(
             {"type": "auth/long_lived_access_token", "client_name": "tests", "lifespan": 30}
         )
