@@ -84,8 +84,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     loaded = load(args)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    s = loaded.settings
-    print(f"{args.config}: ok — agent {s.agent.id}, {len(s.devices)} devices, broker {s.mqtt.url}")
+    for line in loaded.summary_lines(str(args.config)):
+        print(line)
     return 0
 
 
@@ -115,10 +115,16 @@ async def _reload(agent: Any) -> None:
         await agent.reload()
 
 
+def _log_to_stderr(loaded: LoadedConfig) -> None:
+    """What a driver logs goes to stderr, so that stdout stays the one JSON document."""
+    logs.configure(loaded.settings.agent.log_level, loaded.settings.agent.log_format)
+
+
 def cmd_poll(args: argparse.Namespace) -> int:
     from agent.runtime.oneshot import poll_once
 
     loaded = load(args)
+    _log_to_stderr(loaded)
     result = asyncio.run(poll_once(loaded.settings, args.device))
     output: dict[str, Any] = {"state": result.state}
     if args.raw:
@@ -131,6 +137,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from agent.runtime.oneshot import send_once
 
     loaded = load(args)
+    _log_to_stderr(loaded)
     result = asyncio.run(send_once(loaded.settings, args.device, args.command_name, args.params))
     print(json.dumps(result, indent=2, default=str))
     return 0 if result["ok"] else 1
