@@ -346,7 +346,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory, sim_loop: LoopThread) -> Iter
     fleets = {
         "xmrig": sim_loop.run(xmrig_fleet(1, gpu=True)),
         "whatsminer": sim_loop.run(whatsminer_fleet(1, time_scale=20.0)),
-        "srs": sim_loop.run(srs_fleet(1, streams=1, players=1)),
+        # Raw API and reload on (a stock SRS has them off): the Reload button is announced.
+        "srs": sim_loop.run(srs_fleet(1, streams=1, players=1, raw_api=True, allow_reload=True)),
         "pool": sim_loop.run(pool_fleet(1, api_key=POOL_KEY)),
     }
     ha = HomeAssistant(venv, workdir / "config")
@@ -439,7 +440,13 @@ def test_every_enabled_entity_has_a_state(farm: Farm) -> None:
 
 
 def entity(farm: Farm, unique_id: str) -> str:
-    return farm.wait_registered()["entities"][unique_id]["entity_id"]  # type: ignore[no-any-return]
+    """The entity id Home Assistant gave an entity, once it is announced and registered."""
+    found = wait_until(
+        lambda: (e := farm.wait_registered()["entities"].get(unique_id)) and e["entity_id"],
+        REGISTRY_S,
+        f"{unique_id} in the registry",
+    )
+    return str(found)
 
 
 def test_a_service_call_on_each_platform_reaches_the_simulator_as_the_right_write(
