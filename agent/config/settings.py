@@ -82,6 +82,9 @@ class AgentSection(Section):
     workers: int = Field(default=32, ge=1, le=1024)  # threads for blocking (HTTP) clients
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # Where the energy counters persist; default: $STATE_DIRECTORY (systemd's StateDirectory=),
+    # else $XDG_STATE_HOME/edge-agent (~/.local/state/edge-agent).
+    state_directory: str | None = None
 
 
 class MqttSection(SecretFields):

@@ -22,6 +22,7 @@ from agent.catalog.validate import (
 from agent.config.settings import ConfigError
 from agent.errors import AgentError, UnknownCommandError, ValidationError
 from agent.logs import get_logger, redact_text
+from agent.runtime.energy import site_entity
 from agent.runtime.gate import CommandGate, Origin, command_result
 from agent.runtime.mqtt import Inbound
 
@@ -52,6 +53,7 @@ class CommandRouter:
         self.in_flight = 0
         self.power: PowerController | None = None
         self.gate = CommandGate(self._publish_audit)
+        self._announced_max_w: int | None = None
 
     # routing ---------------------------------------------------------------------------
 
@@ -353,10 +355,19 @@ class CommandRouter:
 
     def announce_bridge(self) -> None:
         entities = self.bridge_entities() + self.power_entities()
+        if self.power is not None:
+            entities.append(site_entity(self.agent.site_energy_topic))
         self.agent.announcer.announce_bridge(entities, BRIDGE_CATALOG)
 
     def device_polled(self, worker: DeviceWorker) -> None:
-        """Site power control reads members' states on its own tick; nothing to do here."""
+        """Site power control reads members' states on its own tick; the site target's range
+        in Home Assistant follows what it learned (before that its maximum is a placeholder)."""
+        if self.power is None or worker.id not in self.agent.settings.power.members:
+            return
+        maximum = round(self.power.fleet_max_w())
+        if maximum != self._announced_max_w:
+            self._announced_max_w = maximum
+            self.announce_bridge()
 
     def start_power(self) -> None:
         from agent.power.controller import PowerController

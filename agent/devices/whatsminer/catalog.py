@@ -16,6 +16,7 @@ from agent.catalog.model import (
     Param,
     StateField,
 )
+from agent.runtime.energy import ENERGY_ENTITY, ENERGY_STATE_FIELD
 
 H = "H/s"
 TH = "TH/s"
@@ -48,6 +49,7 @@ FIELDS = (
     StateField("shares.rejected", "integer", "rejected shares"),
     StateField("power_w", "number", "input power", "W"),
     StateField("power_limit_w", "number", "power limit (adjust_power_limit)", "W"),
+    ENERGY_STATE_FIELD,
     StateField("efficiency_j_th", "number", "energy per hash (Power Rate, else power ÷ TH/s)"),
     StateField("temperature_c", "number", "hash board temperature at the outlet", C),
     StateField("env_temperature_c", "number", "environment (intake) temperature", C),
@@ -178,6 +180,7 @@ ENTITIES = (
         state_class="measurement",
         precision=0,
     ),
+    ENERGY_ENTITY,
     EntityDescription(
         "efficiency",
         "sensor",

@@ -14,6 +14,7 @@ from agent.catalog.model import (
     SensitiveFields,
     StateField,
 )
+from agent.runtime.energy import ENERGY_ENTITY, ENERGY_STATE_FIELD
 
 H = "H/s"
 
@@ -53,6 +54,7 @@ FIELDS = (
     StateField("load_average", "array", "host load average 1/5/15 min"),
     StateField("hugepages", "array", "huge pages [allocated, wanted]"),
     StateField("power_w", "number", "sum of GPU power readings; null on CPU-only rigs", "W"),
+    ENERGY_STATE_FIELD,
     StateField("temperature_c", "number", "hottest GPU; null on CPU-only rigs", "°C"),
     StateField("errors", "array", "problems seen in the last poll (text)"),
     StateField("backends{}", "object", "per backend type (`cpu`, `opencl`, `cuda`)"),
@@ -105,6 +107,7 @@ ENTITIES = (
         state_class="total_increasing",
         icon="mdi:counter",
     ),
+    ENERGY_ENTITY,
     EntityDescription("pool", "sensor", "Pool", value="pool.url", icon="mdi:server-network"),
     EntityDescription(
         "ping",
