@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import dataclasses
+import errno
 import importlib
 import json
 from typing import Any
@@ -17,7 +18,7 @@ SIMULATED_KINDS = ("xmrig", "whatsminer", "srs", "pool")
 def add_simulate_parser(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_simulate)
     parser.add_argument("--kind", choices=SIMULATED_KINDS, default="xmrig")
-    parser.add_argument("--count", type=int, default=1, help="how many devices")
+    parser.add_argument("--count", type=_positive, default=1, help="how many devices (1 or more)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="first port (0: free ports)")
     parser.add_argument(
@@ -28,6 +29,16 @@ def add_simulate_parser(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="simulator model option, e.g. -o token=SECRET -o restricted=true (JSON values)",
     )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least one device")
+    return value
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -53,7 +64,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
 
     async def serve() -> None:
-        fleet = await start_kind(args.kind, args.count, args.host, args.port, **options)
+        try:
+            fleet = await start_kind(args.kind, args.count, args.host, args.port, **options)
+        except (TypeError, ValueError) as exc:  # a model option of the wrong name or value
+            known = ", ".join(option_names(args.kind))
+            raise SystemExit(
+                f"simulate --kind {args.kind}: bad option ({exc}); options: {known}"
+            ) from None
         for device in fleet.devices:
             print(f"{args.kind} listening on {device.host}:{device.port}", flush=True)
         try:
@@ -61,6 +78,41 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         finally:
             await fleet.close()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve())
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        raise SystemExit(f"simulate: {_socket_problem(args, exc)}") from None
+    except (TypeError, ValueError) as exc:  # a model option of the wrong name or value
+        known = ", ".join(option_names(args.kind))
+        raise SystemExit(
+            f"simulate --kind {args.kind}: bad option ({exc}); options: {known}"
+        ) from None
     return 0
+
+
+def _socket_problem(args: argparse.Namespace, exc: OSError) -> str:
+    where = f"{args.host}:{args.port or 'free ports'}"
+    if exc.errno == errno.EADDRINUSE:
+        ports = (
+            f"port {args.port}"
+            if args.count == 1
+            else f"a port of {args.port}-{args.port + args.count - 1}"
+        )
+        return (
+            f"{ports} on {args.host} is already in use; pick another --port, or --port 0 for "
+            "free ports"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{args.host} is not an address of this host"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def option_names(kind: str) -> list[str]:
+    """The model's fields: what `-o KEY=VALUE` can set."""
+    module = importlib.import_module(f"agent.devices.{kind}.simulator")
+    models = [
+        v for k, v in vars(module).items() if k.endswith("Model") and dataclasses.is_dataclass(v)
+    ]
+    return sorted(f.name for m in models for f in dataclasses.fields(m) if f.init)
