@@ -7,12 +7,16 @@ import asyncio
 import dataclasses
 import errno
 import importlib
+import ipaddress
+import itertools
 import json
 from typing import Any
 
 from agent.simulate.fleet import SimFleet
 
 SIMULATED_KINDS = ("xmrig", "whatsminer", "srs", "pool")
+# Where `--spread` puts each device: the kind's usual port (XMRig has none: the doc's example).
+STANDARD_PORTS = {"whatsminer": 4028, "srs": 1985, "xmrig": 44444, "pool": 8080}
 
 
 def add_simulate_parser(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +25,12 @@ def add_simulate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=_positive, default=1, help="how many devices (1 or more)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="first port (0: free ports)")
+    parser.add_argument(
+        "--spread",
+        metavar="NETWORK",
+        help="one device per address of NETWORK (e.g. 127.5.0.0/24: all of 127/8 is loopback "
+        "on Linux), each on --port or the kind's usual port, as on a farm's LAN",
+    )
     parser.add_argument(
         "--option",
         "-o",
@@ -63,20 +73,24 @@ async def start_kind(kind: str, count: int, host: str, port: int, **options: Any
 def cmd_simulate(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
 
+    places = _places(args)
+
     async def serve() -> None:
+        fleets: list[SimFleet] = []
         try:
-            fleet = await start_kind(args.kind, args.count, args.host, args.port, **options)
+            for host, port, count in places:
+                fleets.append(await start_kind(args.kind, count, host, port, **options))
+            for device in (d for fleet in fleets for d in fleet.devices):
+                print(f"{args.kind} listening on {device.host}:{device.port}", flush=True)
+            await asyncio.Event().wait()
         except (TypeError, ValueError) as exc:  # a model option of the wrong name or value
             known = ", ".join(option_names(args.kind))
             raise SystemExit(
                 f"simulate --kind {args.kind}: bad option ({exc}); options: {known}"
             ) from None
-        for device in fleet.devices:
-            print(f"{args.kind} listening on {device.host}:{device.port}", flush=True)
-        try:
-            await asyncio.Event().wait()
         finally:
-            await fleet.close()
+            for fleet in fleets:
+                await fleet.close()
 
     try:
         asyncio.run(serve())
@@ -92,21 +106,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _places(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    """(host, first port, count) for each start_fleet call."""
+    if not args.spread:
+        return [(args.host, args.port, args.count)]
+    try:
+        network = ipaddress.ip_network(args.spread, strict=False)
+    except ValueError:
+        raise SystemExit(f"simulate: --spread {args.spread!r} is not a network") from None
+    hosts = list(itertools.islice(network.hosts(), args.count))
+    if len(hosts) < args.count:
+        raise SystemExit(f"simulate: {args.spread} has room for {len(hosts)} devices only")
+    port = args.port or STANDARD_PORTS[args.kind]
+    return [(str(host), port, 1) for host in hosts]
+
+
 def _socket_problem(args: argparse.Namespace, exc: OSError) -> str:
-    where = f"{args.host}:{args.port or 'free ports'}"
+    host = args.spread or args.host
+    port = args.port or (STANDARD_PORTS[args.kind] if args.spread else 0)
     if exc.errno == errno.EADDRINUSE:
-        ports = (
-            f"port {args.port}"
-            if args.count == 1
-            else f"a port of {args.port}-{args.port + args.count - 1}"
-        )
+        last = port if args.count == 1 or args.spread else port + args.count - 1
+        ports = f"port {port}" if last == port else f"a port of {port}-{last}"
         return (
-            f"{ports} on {args.host} is already in use; pick another --port, or --port 0 for "
-            "free ports"
+            f"{ports} on {host} is already in use; pick another --port, or --port 0 for free ports"
         )
     if exc.errno == errno.EADDRNOTAVAIL:
-        return f"{args.host} is not an address of this host"
-    return f"cannot listen on {where}: {exc.strerror or exc}"
+        return f"{host} is not an address of this host"
+    return f"cannot listen on {host}:{port or 'free ports'}: {exc.strerror or exc}"
 
 
 def option_names(kind: str) -> list[str]:
