@@ -177,6 +177,7 @@ def test_write_merges_keeping_comments_and_never_duplicates(lan: Lan, tmp_path: 
         f"pool-{ip}-5-18080",
     ]
     assert "token_file" in text  # the XMRig that needs a token says so
+    assert text.count("# added by edge-agent scan on ") == 1  # one note for the run
     assert config.stat().st_mode & 0o777 == 0o600
 
     again = scan(lan, "--write", str(config))
@@ -194,6 +195,7 @@ def test_write_starts_a_new_private_config(lan: Lan, tmp_path: Path) -> None:
     assert config.stat().st_mode & 0o777 == 0o600
     devices = load_config(config).settings.devices
     assert [d.id for d in devices] == ["whatsminer-1", "xmrig-2", "xmrig-3", "srs-4", "pool-5"]
+    assert "# Whatsminer writes need the admin password" in config.read_text()
 
 
 def test_scan_refuses_large_ranges_and_bad_targets() -> None:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,10 @@ DEFAULT_ID_TEMPLATES = {
     "pool": "pool-{ip}-{port}",
 }
 TEMPLATE_FIELDS = "{ip} (dashes for dots), {last} (last part of the address), {port}, {kind}"
+WHATSMINER_HINT = (
+    "Whatsminer writes need the admin password: password_file on each, or a fleet default"
+)
 SECRET_HINTS = {
-    "whatsminer": "writes need the admin password: password_file, or a [defaults] entry",
     "xmrig": "the API needs its access token: set token_file (or token)",
     "srs": "the API needs HTTP auth: set username and password_file",
 }
@@ -95,6 +98,7 @@ def merge_into(path: Path, found: Iterable[Found], templates: dict[str, str]) ->
     known = _known_addresses(devices, path if text else None)
     ids = {str(d.get("id")) for d in devices} | set(known.values())
     report = MergeReport()
+    new: list[tuple[Found, str]] = []
     for device in found:
         key = (device.host.lower(), device.port)
         if key in known:
@@ -103,11 +107,22 @@ def merge_into(path: Path, found: Iterable[Found], templates: dict[str, str]) ->
         device_id = _unique(render_id(templates[device.kind], device), ids)
         ids.add(device_id)
         known[key] = device_id
-        devices.append(_entry(device, device_id))
+        new.append((device, device_id))
+    notes = _notes([device for device, _id in new])
+    for device, device_id in new:
+        devices.append(_entry(device, device_id, notes))
+        notes = []  # one note above what this run added, not one per device
         report.added.append(device_id)
     if report.added:
         _write_atomically(path, tomlkit.dumps(doc))
     return report
+
+
+def _notes(added: list[Found]) -> list[str]:
+    notes = [f"added by edge-agent scan on {time.strftime('%Y-%m-%d')}: {len(added)} devices"]
+    if any(f.kind == "whatsminer" for f in added):
+        notes.append(WHATSMINER_HINT)
+    return notes
 
 
 def _new_document() -> tomlkit.TOMLDocument:
@@ -121,6 +136,8 @@ def _devices_array(doc: tomlkit.TOMLDocument) -> AoT:
     devices = doc.get("devices")
     if devices is None:
         devices = tomlkit.aot()
+        if doc.body:
+            doc.add(tomlkit.nl())
         doc.append("devices", devices)
     if not isinstance(devices, AoT):
         raise WriteError("the config's `devices` is not a list of [[devices]] tables")
@@ -165,8 +182,10 @@ def _unique(device_id: str, taken: set[str]) -> str:
     return candidate
 
 
-def _entry(found: Found, device_id: str) -> Table:
+def _entry(found: Found, device_id: str, notes: list[str]) -> Table:
     table = tomlkit.table()
+    for note in notes:
+        table.add(tomlkit.comment(note))
     table.add("id", device_id)
     table.add("kind", found.kind)
     if found.kind == "whatsminer":

@@ -122,8 +122,8 @@ def _write(path: Path, found: list[Found], templates: dict[str, str]) -> int:
         return 1
     for address, device_id in report.already:
         print(f"{path}: {address} is already there as {device_id}", file=sys.stderr)
-    added = ", ".join(report.added) or "none"
-    print(f"{path}: added {len(report.added)} devices ({added})", file=sys.stderr)
+    added = ", ".join(report.added[:5]) + (", …" if len(report.added) > 5 else "")
+    print(f"{path}: added {len(report.added)} devices ({added or 'none'})", file=sys.stderr)
     if report.added:
         print(f"next: edge-agent check-config -c {path}", file=sys.stderr)
     return 0
