@@ -8,7 +8,6 @@ import asyncio
 import json
 import random
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from agent.devices.srs.simulator import start_fleet as start_srs
 from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
 from agent.devices.xmrig.simulator import start_fleet as start_xmrigs
 from agent.simulate.fleet import LoopThread, SimFleet
-from tests.harness import REPO
+from tests.test_cli_and_docs import run_cli
 
 HTTP_PORTS = "8080,44444,18080"
 
@@ -33,17 +32,6 @@ class Lan:
 
     def ip(self, last: int) -> str:
         return f"{self.prefix}{last}"
-
-
-def run_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

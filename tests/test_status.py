@@ -18,19 +18,9 @@ from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
 from agent.devices.xmrig.simulator import start_fleet as start_xmrigs
 from agent.simulate.fleet import LoopThread, SimFleet
 from tests.harness import REPO, AgentThread, Mosquitto, Probe, free_port
+from tests.test_cli_and_docs import run_cli
 
 HEADERS = ["DEVICE", "KIND", "STATUS", "LAST", "POLL", "HASHRATE", "POWER", "J/TH", "TEMP"]
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @dataclass
