@@ -36,12 +36,19 @@ class Farm:
         return run_cli(*args, "-c", str(self.config))
 
 
-def write_config(path: Path, broker_url: str, miners: SimFleet, rigs: SimFleet) -> tuple[Path, str]:
+def write_config(
+    path: Path,
+    broker_url: str,
+    miners: SimFleet,
+    rigs: SimFleet,
+    protocol: str = "5",
+    extra: str = "",
+) -> tuple[Path, str]:
     unique = uuid.uuid4().hex[:8]
     base = f"ea-{unique}"
     lines = [
         f'[agent]\nid = "st-{unique}"\njitter = 0\noffline_after = 1\n',
-        f'[mqtt]\nurl = "{broker_url}"\nbase_topic = "{base}"\n',
+        f'[mqtt]\nurl = "{broker_url}"\nbase_topic = "{base}"\nprotocol = "{protocol}"\n',
         f'[homeassistant]\ndiscovery_prefix = "ha-{unique}"\nstatus_topic = "ha-{unique}/s"\n',
     ]
     for n, miner in enumerate(miners.devices, 1):
@@ -54,7 +61,7 @@ def write_config(path: Path, broker_url: str, miners: SimFleet, rigs: SimFleet) 
         f'[[devices]]\nid = "rig1"\nkind = "xmrig"\nurl = "{rig.url}"\n'
         f'token = "{rig.model.token}"\n'
     )
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + extra)
     path.chmod(0o600)
     return path, base
 
@@ -69,10 +76,15 @@ def fleets(sim_loop: LoopThread) -> Iterator[tuple[SimFleet, SimFleet]]:
 
 
 def start_farm(
-    tmp_path: Path, broker: Mosquitto, fleets: tuple[SimFleet, SimFleet], sim_loop: LoopThread
+    tmp_path: Path,
+    broker: Mosquitto,
+    fleets: tuple[SimFleet, SimFleet],
+    sim_loop: LoopThread,
+    protocol: str = "5",
+    extra: str = "",
 ) -> tuple[Farm, AgentThread]:
     miners, rigs = fleets
-    config, base = write_config(tmp_path / "farm.toml", broker.url, miners, rigs)
+    config, base = write_config(tmp_path / "farm.toml", broker.url, miners, rigs, protocol, extra)
     probe = Probe(broker.port)
     probe.subscribe(f"{base}/#")
     runner = AgentThread(load_config(config).settings, config)
@@ -203,3 +215,40 @@ def test_send_reports_refusals_and_a_missing_agent(
     assert missing.returncode == 1
     error = json.loads(missing.stdout)["error"]
     assert error["code"] == "unreachable" and "--direct" in error["message"]
+
+
+def test_status_and_send_work_over_mqtt_3_1_1(
+    tmp_path: Path, broker: Mosquitto, fleets: tuple[SimFleet, SimFleet], sim_loop: LoopThread
+) -> None:
+    """No response topic on 3.1.1: answers are matched by their transaction."""
+    farm, runner = start_farm(tmp_path, broker, fleets, sim_loop, protocol="3.1.1")
+    try:
+        done = farm.cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["agent"]["devices_online"] == 3
+        sent = farm.cli("send", "rig1", "mining", "OFF")
+        assert json.loads(sent.stdout)["ok"] is True, sent.stdout
+        assert farm.sim_loop.call(lambda: farm.rigs.devices[0].model.paused) is True
+    finally:
+        runner.stop()
+        farm.probe.close()
+
+
+def test_status_shows_the_site_power_target(
+    tmp_path: Path, broker: Mosquitto, fleets: tuple[SimFleet, SimFleet], sim_loop: LoopThread
+) -> None:
+    power = '\n[power]\nenabled = true\nmembers = ["wm1", "wm2"]\nhold = 1\n'
+    farm, runner = start_farm(tmp_path, broker, fleets, sim_loop, extra=power)
+    try:
+        agent_id = load_config(farm.config).settings.agent.id
+        site = f"{farm.base}/bridge/{agent_id}/power"
+        farm.probe.publish(f"{site}/set", "5000")
+        farm.probe.wait_for(site, lambda m: m.json().get("target_w") == 5000, timeout=30)
+        done = farm.cli("status")
+        assert done.returncode == 0, done.stderr
+        assert "site power: target 5000 W, measured " in done.stdout.splitlines()[1]
+        report = json.loads(farm.cli("status", "--json").stdout)
+        assert report["power"]["target_w"] == 5000 and report["power"]["enabled"] is True
+    finally:
+        runner.stop()
+        farm.probe.close()

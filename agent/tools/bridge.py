@@ -36,7 +36,8 @@ class BridgeClient:
         self.reply_topic = f"{self.topics.bridge}/cli/{self.session}"
         self._cond = threading.Condition()
         self._latest: dict[str, bytes] = {}  # retained topics: the newest payload
-        self._replies: list[Inbound] = []
+        self._replies: list[Inbound] = []  # on answer topics, while a call waits
+        self._answer_topics: set[str] = {self.reply_topic}
         self._barriers: set[str] = set()
         self.link = MqttLink(
             settings.mqtt,
@@ -125,22 +126,27 @@ class BridgeClient:
     def call(self, topic: str, body: dict[str, Any], answer_topic: str, timeout: float) -> Any:
         transaction = f"cli-{self.session}-{uuid.uuid4().hex[:8]}"
         correlation = transaction.encode()
+        with self._cond:
+            self._answer_topics.add(answer_topic)
         self.watch(answer_topic)
-        mark = self._mark()
         self._publish_request(topic, {**body, "transaction": transaction}, correlation)
 
         def answered() -> Inbound | None:
-            for reply in self._replies[mark:]:
+            for reply in self._replies:
                 if reply.correlation_data == correlation or _transaction(reply) == transaction:
                     return reply
             return None
 
-        if not self._wait(lambda: answered() is not None, timeout):
-            raise BridgeError(
-                f"no answer from agent {self.settings.agent.id!r} within {timeout:g}s on "
-                f"{answer_topic}; is it running with this device? (edge-agent status)"
-            )
-        reply = answered()
+        try:
+            if not self._wait(lambda: answered() is not None, timeout):
+                raise BridgeError(
+                    f"no answer from agent {self.settings.agent.id!r} within {timeout:g}s on "
+                    f"{answer_topic}; is it running with this device? (edge-agent status)"
+                )
+            reply = answered()
+        finally:
+            with self._cond:
+                self._replies.clear()  # a long --watch keeps nothing it no longer waits for
         assert reply is not None
         return json.loads(reply.payload)
 
@@ -160,14 +166,11 @@ class BridgeClient:
         with self._cond:
             if message.topic == self.reply_topic and message.correlation_data is None:
                 self._barriers.discard(_sync_marker(message.payload))
+            elif message.topic in self._answer_topics:
+                self._replies.append(message)
             else:
                 self._latest[message.topic] = message.payload
-                self._replies.append(message)
             self._cond.notify_all()
-
-    def _mark(self) -> int:
-        with self._cond:
-            return len(self._replies)
 
     def _wait(self, condition: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
