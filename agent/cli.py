@@ -104,8 +104,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     loaded = load(args)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    s = loaded.settings
-    print(f"{args.config}: ok — agent {s.agent.id}, {len(s.devices)} devices, broker {s.mqtt.url}")
+    for line in loaded.summary_lines(str(args.config)):
+        print(line)
     return 0
 
 
@@ -135,11 +135,17 @@ async def _reload(agent: Any) -> None:
         await agent.reload()
 
 
+def _log_to_stderr(loaded: LoadedConfig) -> None:
+    """What a driver logs goes to stderr, so that stdout stays the one JSON document."""
+    logs.configure(loaded.settings.agent.log_level, loaded.settings.agent.log_format)
+
+
 def cmd_poll(args: argparse.Namespace) -> int:
     from agent.runtime.oneshot import find_device, poll_once
     from agent.tools.status import device_row, rows_table
 
     loaded = load(args)
+    _log_to_stderr(loaded)
     result = asyncio.run(poll_once(loaded.settings, args.device))
     if args.raw:
         print(json.dumps({"state": result.state, "raw": result.raw}, indent=2, default=str))
@@ -158,6 +164,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     loaded = load(args)
     if args.direct:
+        _log_to_stderr(loaded)
         result = asyncio.run(
             send_once(loaded.settings, args.device, args.command_name, args.params)
         )

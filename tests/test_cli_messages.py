@@ -114,7 +114,7 @@ def test_upgrade_waits_for_the_miner_and_reports_the_new_firmware(
     assert result["back_after_s"] > 0
     assert loop.call(lambda: device.model.reboots) == 1
     assert re.search(
-        r"upload: \d+% [\d.]+ [KM]iB/1.9 MiB [\d.]+ [KMG]?i?B/s \d+s left", done.stderr
+        r"upload: \d+% \(\d+/2000000 bytes\) [\d.]+ [KMG]?i?B/s \d+s left", done.stderr
     )
     assert "back after" in done.stderr and "firmware 20230125.13.Rel-upgraded" in done.stderr
 

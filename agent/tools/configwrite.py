@@ -33,10 +33,10 @@ DEFAULT_ID_TEMPLATES = {
 }
 TEMPLATE_FIELDS = "{ip} (dashes for dots), {last} (last part of the address), {port}, {kind}"
 WHATSMINER_HINT = (
-    "Whatsminer writes need the admin password: password_file on each, or a fleet default"
+    "Whatsminer writes need the admin password: password_file, or [defaults.whatsminer]"
 )
 SECRET_HINTS = {
-    "xmrig": "the API needs its access token: set token_file (or token)",
+    "xmrig": "the API needs its access token: token_file, or [defaults.xmrig] token_file",
     "srs": "the API needs HTTP auth: set username and password_file",
 }
 NEW_FILE_HEADER = (

@@ -45,7 +45,7 @@ class Progress:
             return f"{done}/{total}"
         elapsed = max(self.clock() - self.started, 1e-6)
         rate = done / elapsed
-        text = f"{human_bytes(done)}/{human_bytes(total)} {human_bytes(rate)}/s"
+        text = f"({done}/{total} bytes) {human_bytes(rate)}/s"
         if done < total and rate > 0:
             text += f" {format_seconds((total - done) / rate)} left"
         return text

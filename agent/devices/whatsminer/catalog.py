@@ -54,8 +54,10 @@ FIELDS = (
     StateField("chip_temperature_c.min", "number", "coldest chip", C),
     StateField("chip_temperature_c.max", "number", "hottest chip", C),
     StateField("chip_temperature_c.avg", "number", "average chip temperature", C),
-    StateField("fans_rpm.in", "number", "intake fan speed", "rpm"),
-    StateField("fans_rpm.out", "number", "outlet fan speed", "rpm"),
+    StateField("fans_rpm.in", "number", "Fan Speed In: the air outlet fan, as the doc says", "rpm"),
+    StateField(
+        "fans_rpm.out", "number", "Fan Speed Out: the air inlet fan, as the doc says", "rpm"
+    ),
     StateField("frequency_mhz.avg", "number", "average chip frequency", "MHz"),
     StateField("frequency_mhz.target", "number", "target chip frequency", "MHz"),
     StateField("uptime_s", "integer", "control board uptime", "s"),
@@ -94,10 +96,16 @@ FIELDS = (
     StateField("psu.serial", "string", "PSU serial number"),
     StateField("psu.hw_version", "string", "PSU hardware version"),
     StateField("psu.sw_version", "string", "PSU firmware version"),
-    StateField("psu.input_current_a", "number", "input current (iin ÷ 1000)", "A"),
-    StateField("psu.input_voltage_v", "number", "input voltage (vin ÷ 100)", "V"),
+    StateField("psu.input_current_a", "number", "input current (iin ÷ 1000, assumed)", "A"),
+    StateField("psu.input_voltage_v", "number", "input voltage (vin ÷ 100, assumed)", "V"),
     StateField("psu.fan_rpm", "number", "PSU fan speed", "rpm"),
     StateField("psu.temperature_c", "number", "PSU temperature (temp0)", C),
+    StateField(
+        "psu.readings_plausible",
+        "boolean",
+        "input current and voltage physically plausible (null: neither read)",
+    ),
+    StateField("psu.warnings", "array", "what is implausible in them, as text (empty if nothing)"),
     StateField("errors", "array", "active error codes as text, e.g. `329 since 2022-01-17 …`"),
     StateField("error_codes{}", "string", "error code → time it was raised (null if not sent)"),
     StateField("error_count", "integer", "number of active error codes"),
@@ -114,6 +122,11 @@ FIELDS = (
     StateField("settings.target_freq_percent", "number", "last set_target_freq percent", "%"),
     StateField("settings.temp_offset_c", "number", "last set_temp_offset", C),
     StateField("settings.upfreq_speed", "integer", "last adjust_upfreq_speed"),
+    StateField(
+        "api_join_limit",
+        "integer",
+        "reads the miner answers in one joined request, as learned (1: it joins none)",
+    ),
 )
 
 
@@ -189,7 +202,7 @@ ENTITIES = (
     EntityDescription(
         "fan_in",
         "sensor",
-        "Fan in",
+        "Fan speed in (air outlet)",
         value="fans_rpm.in",
         unit="rpm",
         state_class="measurement",
@@ -198,7 +211,7 @@ ENTITIES = (
     EntityDescription(
         "fan_out",
         "sensor",
-        "Fan out",
+        "Fan speed out (air inlet)",
         value="fans_rpm.out",
         unit="rpm",
         state_class="measurement",
