@@ -198,3 +198,17 @@ def test_scan_refuses_large_ranges_and_bad_targets() -> None:
     assert template.returncode == 2 and "usable fields are" in template.stderr
     ports = run_cli("scan", "127.0.0.1", "--ports", "80,99999")
     assert ports.returncode == 2 and "ports are 1-65535" in ports.stderr
+
+
+def test_write_skips_devices_a_group_already_makes(lan: Lan, tmp_path: Path) -> None:
+    config = tmp_path / "groups.toml"
+    config.write_text(
+        f'[[groups]]\nkind = "whatsminer"\nid = "rack-{{ip}}"\nhosts = "{lan.ip(1)}-{lan.ip(1)}"\n'
+    )
+    config.chmod(0o600)
+    done = scan(lan, "--write", str(config))
+    assert done.returncode == 0, done.stderr
+    rack_id = "rack-" + lan.ip(1).replace(".", "-")
+    assert f"{lan.ip(1)}:4028 is already there as {rack_id}" in done.stderr
+    devices = load_config(config).settings.devices
+    assert sorted(d.kind for d in devices) == ["pool", "srs", "whatsminer", "xmrig", "xmrig"]
