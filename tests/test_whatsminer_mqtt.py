@@ -1284,12 +1284,13 @@ def test_cli_upgrade_uploads_with_progress_and_checks_the_size(
     config = cli_config(tmp_path, port, ["update_firmware"])
     firmware = tmp_path / "fw.bin"
     firmware.write_bytes(bytes(range(256)) * 800)  # 204,800 bytes: four 64 KiB chunks
-    done = edge_agent("whatsminer", "upgrade", "-c", config, "wm1", str(firmware))
+    done = edge_agent("whatsminer", "upgrade", "-c", config, "wm1", str(firmware), "--wait", "0")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
         "command": "update_firmware",
         "bytes": 204_800,
         "confirmed": False,
+        "firmware_before": "20230125.13.Rel",
     }
     assert "wm1: uploading" in done.stderr and "(204800 bytes)" in done.stderr
     progress = re.findall(r"upload: (\d+)% \((\d+)/204800 bytes\)", done.stderr)
@@ -1344,25 +1345,27 @@ def test_cli_send_and_poll_drive_the_miner(
 ) -> None:
     loop, model, port = cli_miner
     config = cli_config(tmp_path, port, ["update_firmware"])
-    led = edge_agent("send", "wm1", "set_led", "color=red", "period=2000", "-c", config)
+    led = edge_agent("send", "wm1", "set_led", "color=red", "period=2000", "--direct", "-c", config)
     assert led.returncode == 0, led.stderr
     assert json.loads(led.stdout)["ok"] is True and loop.call(lambda: model.led) == "red"
     writes = loop.call(lambda: len(model.writes))
-    too_high = edge_agent("send", "wm1", "set_power_pct", "101", "-c", config)
+    too_high = edge_agent("send", "wm1", "set_power_pct", "101", "--direct", "-c", config)
     assert too_high.returncode == 1
     assert json.loads(too_high.stdout)["error"]["code"] == "validation"
-    reboot = edge_agent("send", "wm1", "reboot", "-c", config)
+    reboot = edge_agent("send", "wm1", "reboot", "--direct", "-c", config)
     assert json.loads(reboot.stdout)["error"]["code"] == "not_allowed"
     assert loop.call(lambda: (len(model.writes), model.reboots)) == (writes, 0)
     firmware = tmp_path / "fw.bin"
     firmware.write_bytes(b"\x01" * 5000)
     uploads = loop.call(lambda: len(model.firmware_uploads))
-    sent = edge_agent("send", "wm1", "update_firmware", f"path={firmware}", "-c", config)
+    sent = edge_agent(
+        "send", "wm1", "update_firmware", f"path={firmware}", "--direct", "-c", config
+    )
     assert json.loads(sent.stdout)["data"]["bytes"] == 5000, sent.stdout
     assert loop.call(lambda: model.firmware_uploads[uploads:]) == [5000]
 
     loop.call(lambda: reset(model))
-    polled = edge_agent("poll", "wm1", "-c", config)
+    polled = edge_agent("poll", "wm1", "--json", "-c", config)
     assert polled.returncode == 0, polled.stderr
     state = json.loads(polled.stdout)
     assert state["mining"] is True and 50e12 < state["hashrate_hs"]["1m"] < 200e12
