@@ -459,7 +459,9 @@ def test_cli_send_refuses_a_wallet_patch_and_audits_it(tmp_path: Path, rig: Rig)
     config = _cli_config(tmp_path, rig)
     writes = _writes(rig, "xmrig", "rig-locked")
     patch = json.dumps({"pools": [{"user": WALLET}]})
-    done = _run("send", "-c", str(config), "rig1", "config_patch", f"patch={patch}")
+    # --direct: the CLI's own path to the rig (plain `send` goes through the running agent,
+    # which audits it with its MQTT origin).
+    done = _run("send", "--direct", "-c", str(config), "rig1", "config_patch", f"patch={patch}")
     assert done.returncode == 1
     result = json.loads(done.stdout)  # stdout holds the result only: logs go to stderr
     assert result["error"]["code"] == "not_allowed"
