@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `edge-agent status --json | head`: the reader left
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,20 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", type=Path, default=Path(default), help="config file")
         return p
 
+    from agent.simulate.cli import add_simulate_parser
+    from agent.simulate.demo import add_demo_parser
+    from agent.tools.scan_cli import add_scan_parser
+    from agent.tools.status import add_status_parser
+
     with_config(command("run", cmd_run, "run the service (foreground)"))
     with_config(command("check-config", cmd_check_config, "validate the config and exit"))
     poll = with_config(command("poll", cmd_poll, "poll one device once and print its state"))
     poll.add_argument("device")
-    poll.add_argument("--raw", action="store_true", help="print the raw device replies too")
-    send = with_config(command("send", cmd_send, "send one command to a device (no MQTT)"))
+    poll.add_argument("--json", action="store_true", help="print the normalised state as JSON")
+    poll.add_argument("--raw", action="store_true", help="JSON with the raw device replies too")
+    send = with_config(
+        command("send", cmd_send, "send one command to a device, through the running agent")
+    )
     send.add_argument("device")
     send.add_argument("command_name", metavar="COMMAND")
     send.add_argument("params", nargs="*", help="KEY=VALUE pairs, a JSON object, or one value")
+    send.add_argument(
+        "--direct",
+        action="store_true",
+        help="talk to the device itself, without the agent (a Whatsminer write then spends "
+        "one of the host's 32 tokens)",
+    )
+    status = with_config(command("status", None, "the running agent's fleet, over MQTT"))
+    add_status_parser(status)
     with_config(command("discovery", cmd_discovery, "print the Home Assistant discovery payloads"))
-    from agent.simulate.cli import add_simulate_parser
-    from agent.simulate.demo import add_demo_parser
 
     add_simulate_parser(command("simulate", None, "serve simulated devices on loopback"))
+    add_scan_parser(command("scan", None, "find devices on the addresses you name"))
     add_demo_parser(command("demo", None, "simulated fleet + agent + broker if none is running"))
     _add_optional_kind_commands(sub)
     return parser
@@ -84,8 +104,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     loaded = load(args)
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    s = loaded.settings
-    print(f"{args.config}: ok — agent {s.agent.id}, {len(s.devices)} devices, broker {s.mqtt.url}")
+    for line in loaded.summary_lines(str(args.config)):
+        print(line)
     return 0
 
 
@@ -115,23 +135,44 @@ async def _reload(agent: Any) -> None:
         await agent.reload()
 
 
+def log_to_stderr(loaded: LoadedConfig) -> None:
+    """What a driver logs (and the audit line of a command) goes to stderr, so that stdout
+    stays the one JSON document; the config's secrets are masked there."""
+    logs.configure(loaded.settings.agent.log_level, loaded.settings.agent.log_format)
+    logs.register_secrets(loaded.settings.secret_values())
+
+
 def cmd_poll(args: argparse.Namespace) -> int:
-    from agent.runtime.oneshot import poll_once
+    from agent.runtime.oneshot import find_device, poll_once
+    from agent.tools.status import device_row, rows_table
 
     loaded = load(args)
+    log_to_stderr(loaded)
     result = asyncio.run(poll_once(loaded.settings, args.device))
-    output: dict[str, Any] = {"state": result.state}
     if args.raw:
-        output["raw"] = result.raw
-    print(json.dumps(output if args.raw else result.state, indent=2, default=str))
+        print(json.dumps({"state": result.state, "raw": result.raw}, indent=2, default=str))
+    elif args.json:
+        print(json.dumps(result.state, indent=2, default=str))
+    else:
+        device = find_device(loaded.settings, args.device)
+        now = time.time()
+        summary = {"id": device.id, "kind": device.kind, "status": "online", "last_success": now}
+        print(rows_table([device_row(summary, result.state, now)]))
     return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from agent.runtime.oneshot import send_once
+    from agent.runtime.oneshot import send_once, send_through_agent
 
     loaded = load(args)
-    result = asyncio.run(send_once(loaded.settings, args.device, args.command_name, args.params))
+    if args.direct:
+        log_to_stderr(loaded)
+        result = asyncio.run(
+            send_once(loaded.settings, args.device, args.command_name, args.params)
+        )
+    else:
+        logs.configure("warning", "console")
+        result = send_through_agent(loaded.settings, args.device, args.command_name, args.params)
     print(json.dumps(result, indent=2, default=str))
     return 0 if result["ok"] else 1
 

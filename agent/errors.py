@@ -11,7 +11,7 @@ from typing import Any
 
 class ErrorCode:
     VALIDATION = "validation"  # nothing was sent to the device
-    NOT_ALLOWED = "not_allowed"  # disruptive command not in allow_commands
+    NOT_ALLOWED = "not_allowed"  # disruptive or sensitive command not in allow_commands
     UNKNOWN_COMMAND = "unknown_command"
     DEVICE = "device_error"  # the device answered with its own error
     AUTH = "auth"  # the device refused our credentials

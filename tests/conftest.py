@@ -9,6 +9,15 @@ from agent.simulate.fleet import LoopThread, SimFleet
 from tests.harness import Mosquitto, Probe
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Agents started by tests keep their energy counters here, not in the home directory."""
+    path = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STATE_DIRECTORY", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """One Mosquitto for the session, on a free loopback port."""

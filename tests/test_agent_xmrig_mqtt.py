@@ -143,16 +143,18 @@ def test_config_commands_mask_the_token_and_patch_merges(
     assert got["ok"] and got["data"]["http"]["access-token"] == "***"
     assert "SECRET" not in json.dumps(got)
     patched = command(
-        watch, agent, "rig1/set/config_patch", json.dumps({"patch": {"donate-level": 3}})
+        watch, agent, "rig1/set/config_patch", json.dumps({"patch": {"print-time": 30}})
     )
     assert patched["ok"], patched
     config = sim_loop.call(lambda: xmrig_fleet.devices[0].model.config)
-    assert config["donate-level"] == 3
+    assert config["print-time"] == 30
     assert config["http"]["access-token"] == "SECRET"  # merged into the real config, not the mask
+    writes = sim_loop.call(lambda: len(xmrig_fleet.devices[0].model.writes))
     rejected = command(
         watch, agent, "rig1/set", json.dumps({"command": "config_patch", "patch": {"pools": 5}})
     )
-    assert rejected["ok"] is False and rejected["error"]["device_code"] == 400
+    assert rejected["ok"] is False and rejected["error"]["code"] == "not_allowed"
+    assert sim_loop.call(lambda: len(xmrig_fleet.devices[0].model.writes)) == writes
 
 
 @pytest.mark.parametrize(

@@ -85,21 +85,31 @@ def write_config(tmp_path: Path, fleet: SimFleet) -> Path:
 
 
 def test_poll_prints_the_normalised_state(tmp_path: Path, xmrig_fleet: SimFleet) -> None:
-    done = run_cli("poll", "rig1", "-c", str(write_config(tmp_path, xmrig_fleet)))
+    config = str(write_config(tmp_path, xmrig_fleet))
+    done = run_cli("poll", "rig1", "--json", "-c", config)
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)
     assert state["worker_id"] == "sim0" and state["hashrate_hs"]["10s"] > 0
+    shown = run_cli("poll", "rig1", "-c", config)
+    assert shown.returncode == 0, shown.stderr
+    header, _rule, row = shown.stdout.splitlines()
+    assert header.split()[:3] == ["DEVICE", "KIND", "STATUS"]
+    assert row.split()[:4] == ["rig1", "xmrig", "online", "0s"]
+    assert " kH/s" in row  # human units, not 1234.5 H/s
 
 
-def test_send_runs_a_command_and_validates_first(tmp_path: Path, xmrig_fleet: SimFleet) -> None:
+def test_send_direct_runs_a_command_and_validates_first(
+    tmp_path: Path, xmrig_fleet: SimFleet
+) -> None:
     config = str(write_config(tmp_path, xmrig_fleet))
-    done = run_cli("send", "rig1", "mining", "OFF", "-c", config)
+    done = run_cli("send", "rig1", "mining", "OFF", "--direct", "-c", config)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ok"] is True
-    refused = run_cli("send", "rig1", "stop", "-c", config)
+    assert xmrig_fleet.devices[0].model.paused is True
+    refused = run_cli("send", "rig1", "stop", "--direct", "-c", config)
     assert refused.returncode == 1
     assert json.loads(refused.stdout)["error"]["code"] == "not_allowed"
-    missing = run_cli("send", "nope", "pause", "-c", config)
+    missing = run_cli("send", "nope", "pause", "--direct", "-c", config)
     assert missing.returncode == 78 and "no device 'nope'" in missing.stderr
 
 

@@ -3,6 +3,7 @@ overrides, secrets from files and systemd credentials, the permissions warning, 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -23,7 +24,7 @@ id = "rig1"
 kind = "xmrig"
 url = "http://127.0.0.1:44444"
 """
-RIG2 = RIG1.replace('"rig1"', '"rig2"')
+RIG2 = RIG1.replace('"rig1"', '"rig2"').replace(":44444", ":44445")
 
 
 @pytest.fixture(autouse=True)
@@ -183,17 +184,18 @@ def test_mqtt_url_gives_host_port_and_tls(tmp_path: Path) -> None:
 def test_client_cert_and_key_go_together(tmp_path: Path) -> None:
     cert = write(tmp_path, "cert", name="client.pem")
     key = write(tmp_path, "key", name="client.key")
+    together = "mqtt.key_file: cert_file and key_file go together: set both or neither"
     path = write(tmp_path, f'[mqtt]\ncert_file = "{cert}"\n')
-    assert problems_of(path) == [f"{path}: mqtt: cert_file and key_file go together"]
+    assert problems_of(path) == [f"{path}: {together}"]
     path = write(tmp_path, f'[mqtt]\nkey_file = "{key}"\n')
-    assert problems_of(path) == [f"{path}: mqtt: cert_file and key_file go together"]
+    assert problems_of(path) == [f"{path}: {together}"]
     both = load(tmp_path, f'[mqtt]\ncert_file = "{cert}"\nkey_file = "{key}"\n')
     assert both.settings.mqtt.cert_file == str(cert)
 
 
 def test_missing_tls_file_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, '[mqtt]\nca_file = "/nonexistent/ca.pem"\n')
-    assert problems_of(path) == [f"{path}: mqtt: ca_file /nonexistent/ca.pem does not exist"]
+    assert problems_of(path) == [f"{path}: mqtt.ca_file: /nonexistent/ca.pem does not exist"]
 
 
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
@@ -221,6 +223,100 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
         assert any(p.startswith(start) for p in found), (start, found)
     # rig1 is broken, so its power membership is not reported a second time as unknown.
     assert not any("power.members" in p for p in found)
+
+
+def test_cross_field_problems_come_with_the_field_errors(tmp_path: Path) -> None:
+    """Unknown commands, duplicate ids and unknown power members do not wait for the field
+    errors to be fixed: one run lists them all."""
+    text = (
+        '[agent]\noffline_after = 0\n[mqtt]\nurl = "ftp://x"\nca_file = "/nonexistent/ca.pem"\n'
+        'reconnect_min = "2m"\nreconnect_max = "1m"\n'
+        '[power]\nmembers = ["ghost", "rig2"]\nramp = "slow"\n'
+        + RIG1
+        + 'poll_interval = "soon"\nallow_commands = ["reboot"]\n'
+        + RIG2
+        + "nominal_w = 100\n"
+        + RIG1.replace("44444", "44446")
+    )
+    path = write(tmp_path, text)
+    assert problems_of(path) == [
+        f"{path}: devices[0] (rig1).poll_interval: 'soon' is not a duration; use '500ms', "
+        "'10s', '5m', '1h' or seconds",
+        f"{path}: devices[0] (rig1).allow_commands: 'reboot' is not a command XMRig has",
+        f"{path}: devices[2] (rig1).id: already used by devices[0]",
+        f"{path}: agent.offline_after: Input should be greater than or equal to 1",
+        f"{path}: mqtt.url: must start with mqtt:// or mqtts://",
+        f"{path}: mqtt.ca_file: /nonexistent/ca.pem does not exist",
+        f"{path}: mqtt.reconnect_max: 60s is below reconnect_min (120s)",
+        f"{path}: power.ramp: Input should be 'fast' or 'normal'",
+        f"{path}: power.members: 'ghost' is not a configured device",
+    ]
+
+
+@pytest.mark.parametrize(
+    "field", ["mqtt.base_topic", "homeassistant.discovery_prefix", "homeassistant.status_topic"]
+)
+@pytest.mark.parametrize(
+    ("topic", "problem"),
+    [
+        (
+            "edge-agent/",
+            "'edge-agent/' ends with '/', which makes an empty topic level "
+            "(e.g. 'edge-agent//rig1'); write 'edge-agent'",
+        ),
+        (
+            "/edge-agent",
+            "'/edge-agent' starts with '/', which makes an empty topic level "
+            "(e.g. '/edge-agent/rig1'); write 'edge-agent'",
+        ),
+        ("site//agent", "'site//agent' has an empty level ('//'); write 'site/agent'"),
+        (
+            "site/+/agent",
+            "'site/+/agent' contains the wildcard '+': a topic here is plain "
+            "levels like 'edge-agent' or 'site-7/edge-agent'",
+        ),
+        ("site/#", "'site/#' contains the wildcard '#'"),
+        ("", "'' has no topic level; use a name like 'edge-agent'"),
+        ("/", "'/' has no topic level"),
+        ("edge agent", "'edge agent' contains whitespace or a control character"),
+    ],
+)
+def test_topics_with_empty_levels_or_wildcards_are_refused(
+    tmp_path: Path, field: str, topic: str, problem: str
+) -> None:
+    section, name = field.split(".")
+    path = write(tmp_path, f"[{section}]\n{name} = {json.dumps(topic)}\n")
+    [reported] = problems_of(path)
+    assert reported.startswith(f"{path}: {field}: {problem}")
+
+
+def test_topics_with_several_levels_are_fine(tmp_path: Path) -> None:
+    text = '[mqtt]\nbase_topic = "site-7/edge"\n[homeassistant]\ndiscovery_prefix = "ha/x"\n'
+    settings = load(tmp_path, text).settings
+    assert (settings.mqtt.base_topic, settings.homeassistant.discovery_prefix) == (
+        "site-7/edge",
+        "ha/x",
+    )
+
+
+@pytest.mark.parametrize(("value", "protocol"), [("5", "5"), ('"5"', "5"), ('"3.1.1"', "3.1.1")])
+def test_protocol_as_number_or_text(tmp_path: Path, value: str, protocol: str) -> None:
+    assert load(tmp_path, f"[mqtt]\nprotocol = {value}\n").settings.mqtt.protocol == protocol
+
+
+@pytest.mark.parametrize("value", ["3", '"4"', "true", "5.0", '"v5"'])
+def test_protocol_that_is_no_mqtt_version(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"[mqtt]\nprotocol = {value}\n")
+    [reported] = problems_of(path)
+    assert reported.startswith(f"{path}: mqtt.protocol: ")
+    assert reported.endswith('is not an MQTT version: use 5 (or "5") or "3.1.1"')
+
+
+def test_reconnect_min_may_equal_but_not_pass_reconnect_max(tmp_path: Path) -> None:
+    equal = load(tmp_path, '[mqtt]\nreconnect_min = "5s"\nreconnect_max = 5\n').settings.mqtt
+    assert (equal.reconnect_min, equal.reconnect_max) == (5.0, 5.0)
+    path = write(tmp_path, '[mqtt]\nreconnect_min = "90s"\n')
+    assert problems_of(path) == [f"{path}: mqtt.reconnect_max: 60s is below reconnect_min (90s)"]
 
 
 def test_power_member_that_is_not_configured(tmp_path: Path) -> None:
@@ -358,7 +454,7 @@ def test_secrets_never_in_problems(tmp_path: Path) -> None:
         f'[mqtt]\nurl = "mqtt://agent:{PASSWORD}@broker"\npassword = "{PASSWORD}"\nport = 1\n'
         + RIG1
         + f'token = "{TOKEN}"\npoll_interval = "x"\ntoken_extra = "{TOKEN}"\n'
-        + RIG2.replace("http://127.0.0.1:44444", f"http://u:{TOKEN}@127.0.0.1:1")
+        + RIG2.replace("http://127.0.0.1:44445", f"http://u:{TOKEN}@127.0.0.1:1")
     )
     found = problems_of(write(tmp_path, text))
     assert len(found) == 5, found
@@ -422,7 +518,9 @@ def test_check_config_good_file(tmp_path: Path) -> None:
     result = check_config(path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines == [f"{path}: ok — agent edge-01, 2 devices, broker mqtt://127.0.0.1:1883"]
+    assert lines == [
+        f"{path}: ok — agent edge-01, 2 devices (2 xmrig), broker mqtt://127.0.0.1:1883"
+    ]
     assert result.stderr.startswith(f"warning: {path} holds secrets and is readable")
     assert TOKEN not in result.stdout + result.stderr
 

@@ -209,27 +209,21 @@ def test_wrong_password_is_refused_and_the_agent_keeps_polling(
         runner.stop()
 
 
+def untrusted_ca(parent: Path) -> Path:
+    """A CA of its own, in `parent`/other, that signed nothing the broker shows."""
+    other_ca = parent / "other"
+    other_ca.mkdir()
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
+        "-keyout", "k.pem", "-out", "ca.pem", cwd=other_ca,
+    )  # fmt: skip
+    return other_ca
+
+
 def test_an_untrusted_certificate_is_refused(
     secure_broker: SecureMosquitto, xmrig_fleet: SimFleet, tmp_path: Path
 ) -> None:
-    other_ca = tmp_path / "other"
-    other_ca.mkdir()
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=other",
-        "-keyout",
-        "k.pem",
-        "-out",
-        "ca.pem",
-        cwd=other_ca,
-    )
+    other_ca = untrusted_ca(tmp_path)
     settings = make_settings(
         f"mqtts://127.0.0.1:{secure_broker.port}",
         [device(xmrig_fleet)],

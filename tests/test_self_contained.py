@@ -1,4 +1,4 @@
-"""A clone in an empty folder has no ../shared: every file a test, bench or CI step reads is here."""
+"""A clone in an empty folder has no ../shared: tests, bench and CI read only what is here."""
 
 from __future__ import annotations
 

@@ -248,6 +248,8 @@ def test_state_is_not_queued_while_the_broker_is_away(
     runner = AgentThread(settings)
     try:
         wait_until(lambda: runner.agent.workers["rig1"].stats.ok >= 1, 10, "first poll")
+        # The start's discovery burst acknowledged first: what is in flight then is not a queue.
+        wait_until(lambda: not runner.agent.link.client._out_messages, 10, "publishes acked")
         own_broker.stop()
         polls = runner.agent.workers["rig1"].stats.ok
         wait_until(lambda: runner.agent.workers["rig1"].stats.ok >= polls + 5, 15, "5 polls")

@@ -13,9 +13,15 @@ from pydantic import ValidationError as ConfigError
 from agent.catalog.validate import resolve_command, validate_params
 from agent.devices import KINDS
 from agent.devices.srs.config import SrsConfig
-from agent.devices.srs.driver import SrsDriver
+from agent.devices.srs.driver import RAW_API_RECHECK_POLLS, SrsDriver
 from agent.devices.srs.simulator import SrsModel, start_fleet
-from agent.errors import AuthError, DeviceError, ProtocolError, ValidationError
+from agent.errors import (
+    AuthError,
+    DeviceError,
+    ProtocolError,
+    UnsupportedError,
+    ValidationError,
+)
 from agent.simulate.fleet import LoopThread, SimDevice
 
 
@@ -80,7 +86,19 @@ def test_poll_reports_server_streams_and_clients(
     assert state["truncated"] == {"streams": False, "clients": False}
     assert set(result.raw) == {"summaries", "vhosts", "streams", "clients"}
     assert result.events == []
-    assert len(device.model.requests) == 4  # summaries, vhosts, one page each
+    # summaries, rpc=raw (first poll only), vhosts, one page each
+    assert [path.split("?")[0] for _, path in device.model.requests] == [
+        "/api/v1/summaries",
+        "/api/v1/raw",
+        "/api/v1/vhosts/",
+        "/api/v1/streams/",
+        "/api/v1/clients/",
+    ]
+    # A stock SRS: raw API and reload off.
+    assert (state["server"]["raw_api"], state["server"]["reload_allowed"]) == (False, False)
+    drivers(device).poll_blocking()
+    later = [path for _, path in device.model.requests[5:]]
+    assert len(later) == 5 and sum("/raw" in path for path in later) == 1  # a new driver asks
 
 
 def test_poll_runs_through_the_async_driver_interface(
@@ -190,15 +208,109 @@ def test_kick_a_client_then_one_that_just_left(
     assert caught.value.as_dict()["device_code"] == 2049
 
 
-def test_reload_works_and_reports_the_raw_api_off(
+def reload_requests(device: SimDevice) -> int:
+    return sum(1 for _, path in device.model.requests if path.endswith("rpc=reload"))
+
+
+def raw_asks(device: SimDevice) -> int:
+    return sum(1 for _, path in device.model.requests if path.endswith("rpc=raw"))
+
+
+@pytest.mark.parametrize(
+    ("switches", "raw_api", "why"),
+    [
+        ({}, False, "raw API is off"),  # the strict default: a stock SRS
+        ({"allow_reload": True}, False, "raw API is off"),
+        ({"raw_api": True}, True, "does not allow reloads"),
+    ],
+    ids=["stock", "allow_reload only", "raw_api only"],
+)
+def test_reload_where_srs_says_it_cannot_work_is_refused_without_a_call(
+    serve: Callable[..., SimDevice],
+    drivers: Callable[..., SrsDriver],
+    switches: dict[str, bool],
+    raw_api: bool,
+    why: str,
+) -> None:
+    device = serve(**switches)
+    driver = drivers(device)
+    server = driver.poll_blocking().state["server"]
+    assert (server["raw_api"], server["reload_allowed"]) == (raw_api, False)
+    with pytest.raises(UnsupportedError, match=why) as caught:
+        driver.execute_blocking("reload", {})
+    assert "Nothing was sent" in caught.value.message
+    assert caught.value.as_dict()["code"] == "unsupported"
+    assert reload_requests(device) == 0
+    assert device.model.reloads == 0
+
+
+def test_reload_with_the_raw_api_on_reloads_and_asks_again(
+    loop: LoopThread, serve: Callable[..., SimDevice], drivers: Callable[..., SrsDriver]
+) -> None:
+    device = serve(raw_api=True, allow_reload=True)
+    driver = drivers(device)
+    server = driver.poll_blocking().state["server"]
+    assert (server["raw_api"], server["reload_allowed"]) == (True, True)
+    assert driver.execute_blocking("reload", {}) == {"reloaded": True}
+    assert device.model.reloads == 1
+    # The config SRS re-read turned the raw API off: the next poll asks and learns it.
+    steer(loop, device, lambda m: m.reconfigure(raw_api=False))
+    asked = raw_asks(device)
+    assert driver.poll_blocking().state["server"]["reload_allowed"] is False
+    assert raw_asks(device) == asked + 1
+    with pytest.raises(UnsupportedError):
+        driver.execute_blocking("reload", {})
+    assert reload_requests(device) == 1
+
+
+def test_reload_before_anything_is_known_learns_from_code_1061(
     serve: Callable[..., SimDevice], drivers: Callable[..., SrsDriver]
 ) -> None:
     device = serve()
-    assert drivers(device).execute_blocking("reload", {}) == {"reloaded": True}
-    assert device.model.reloads == 1
+    driver = drivers(device)
     with pytest.raises(DeviceError, match="raw API is disabled") as caught:
-        drivers(serve(raw_api=False)).execute_blocking("reload", {})
+        driver.execute_blocking("reload", {})  # nothing polled yet: worth one try
     assert caught.value.device_code == 1061
+    with pytest.raises(UnsupportedError, match="refused the last reload"):
+        driver.execute_blocking("reload", {})
+    assert reload_requests(device) == 1
+    # The next poll asks rpc=raw for the whole picture.
+    assert driver.poll_blocking().state["server"]["raw_api"] is False
+    assert raw_asks(device) == 1
+
+
+def test_the_switches_are_asked_again_after_a_restart_and_every_few_polls(
+    loop: LoopThread, serve: Callable[..., SimDevice], drivers: Callable[..., SrsDriver]
+) -> None:
+    device = serve()
+    driver = drivers(device)
+    assert driver.poll_blocking().state["server"]["reload_allowed"] is False
+    steer(loop, device, lambda m: m.restart(raw_api=True, allow_reload=True))
+    assert driver.poll_blocking().state["server"]["reload_allowed"] is True  # a new process
+    assert raw_asks(device) == 2
+    # An operator's edit reloaded by signal: same process, seen at the next periodic ask.
+    steer(loop, device, lambda m: m.reconfigure(allow_reload=False))
+    seen = [
+        driver.poll_blocking().state["server"]["reload_allowed"]
+        for _ in range(RAW_API_RECHECK_POLLS)
+    ]
+    assert seen == [True] * (RAW_API_RECHECK_POLLS - 1) + [False]
+    assert raw_asks(device) == 3
+
+
+def test_an_unreadable_raw_answer_leaves_reload_unknown_not_the_poll_failed(
+    loop: LoopThread, serve: Callable[..., SimDevice], drivers: Callable[..., SrsDriver]
+) -> None:
+    device = serve(raw_api=True, allow_reload=True, fault="malformed", fault_on="/raw")
+    driver = drivers(device)
+    server = driver.poll_blocking().state["server"]
+    assert (server["raw_api"], server["reload_allowed"], server["live_streams"]) == (
+        None,
+        None,
+        2,
+    )
+    steer(loop, device, lambda m: setattr(m, "fault", None))
+    assert driver.execute_blocking("reload", {}) == {"reloaded": True}  # unknown: tried
 
 
 def test_auth_failure_through_the_driver_keeps_the_password_out(
@@ -236,7 +348,7 @@ def test_kick_client_parameter_is_checked_before_anything_is_sent() -> None:
     for bad in ("../raw?rpc=reload", "a b", ""):
         with pytest.raises(ValidationError):
             validate_params(spec, {"client_id": bad})
-    assert not resolve_command(catalog, "reload", allowed=[]).disruptive
+    assert not resolve_command(catalog, "reload", allowed=[]).gated
 
 
 def test_config_normalises_watch_streams_and_tls_choice(tmp_path: Path) -> None:

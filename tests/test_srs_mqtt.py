@@ -40,8 +40,8 @@ STATIC_ENTITIES = {
     ("sensor", "system_cpu"),
     ("sensor", "uptime"),
     ("sensor", "version"),
-    ("button", "reload"),
 }
+RELOAD_BUTTON = ("button", "reload")
 
 
 def stream_entities(slug: str) -> set[tuple[str, str]]:
@@ -187,7 +187,7 @@ def shared(broker: Mosquitto, agent: AgentThread) -> Iterator[Mqtt]:
 
 def reset(model: SrsModel) -> None:
     model.fault = None
-    model.raw_api = model.allow_reload = True
+    model.reconfigure(raw_api=False, allow_reload=False)  # a stock SRS
     for client in list(model.clients.values()):
         if model.streams[client.stream].key != BASELINE:
             model.remove_client(client.id)
@@ -217,6 +217,7 @@ def mqtt(shared: Mqtt, sim_loop: LoopThread, fleet: SimFleet) -> Mqtt:
             streams == [BASELINE]
             and len(state["clients"]) == 2
             and (state["server"]["service_id"] == service)
+            and state["server"]["reload_allowed"] is False
         )
 
     shared.state(at_baseline, since=mark)
@@ -290,7 +291,10 @@ def test_discovery_announces_the_server_and_each_watched_stream(mqtt: Mqtt, sim:
     assert device["name"] == "Studio SRS"
     assert device["manufacturer"] == "SRS (Simple Realtime Server)"
     assert device["sw_version"] == "7.0.18"
-    assert device["serial_number"] == sim.model.server_id
+    assert "serial_number" not in device  # Home Assistant 2024.1 refuses it: a sensor instead
+    serial = latest(mqtt.probe, mqtt.config_topic("sensor", "serial_number")).json()
+    assert serial["value_template"] == '{{ value_json["server"]["id"] }}'
+    assert serial["entity_category"] == "diagnostic"
     assert device["configuration_url"].rstrip("/") == sim.device.url
 
     def sensor(key: str) -> dict[str, Any]:
@@ -308,9 +312,6 @@ def test_discovery_announces_the_server_and_each_watched_stream(mqtt: Mqtt, sim:
     assert sensor("uptime")["device_class"] == "duration"
     assert sensor("uptime")["entity_category"] == "diagnostic"
     assert sensor("version")["entity_category"] == "diagnostic"
-    reload = configs[("button", "reload")]
-    assert reload["command_topic"] == mqtt.topic("/set/reload")
-    assert "state_topic" not in reload
     live = configs[("binary_sensor", "stream_live_stream0_live")]
     assert (live["name"], live["device_class"]) == ("live/stream0 live", "running")
     assert live["json_attributes_topic"] == mqtt.topic()
@@ -443,28 +444,104 @@ def test_kick_of_a_client_that_just_left_is_one_device_error(mqtt: Mqtt, sim: Si
     assert "just left" in result["error"]["message"]
     assert ("DELETE", f"/api/v1/clients/{player}") in sim.do(lambda m: list(m.requests))
     # A later command's result comes after any second answer to the first would have.
-    assert mqtt.command("/reload", "")["ok"] is True
+    assert mqtt.command("/reload", "")["error"]["code"] == "unsupported"
     assert [r["transaction"] for r in mqtt.results_since(mark)] == [41, None]
 
 
-def test_reload_and_reload_with_the_raw_api_off(mqtt: Mqtt, sim: Sim) -> None:
+def reload_sent(sim: Sim) -> int:
+    return sim.do(lambda m: sum(1 for _, path in m.requests if path.endswith("rpc=reload")))
+
+
+def reload_button(mqtt: Mqtt, predicate: Callable[[bytes], bool], since: int) -> Message:
+    return mqtt.probe.wait_for(
+        mqtt.config_topic(*RELOAD_BUTTON), lambda m: predicate(m.payload), since=since
+    )
+
+
+def test_a_stock_srs_shows_no_reload_button_and_reload_is_refused_unsent(
+    mqtt: Mqtt, sim: Sim
+) -> None:
+    state = mqtt.state(lambda s: True, since=mqtt.probe.mark())
+    assert (state["server"]["raw_api"], state["server"]["reload_allowed"]) == (False, False)
+    announced = mqtt.probe.all(mqtt.config_topic(*RELOAD_BUTTON))
+    assert not announced or announced[-1].payload == b""
+    assert latest(mqtt.probe, mqtt.config_topic("sensor", "cpu")).payload  # discovery is out
+    sent = reload_sent(sim)
+    for payload in ("PRESS", json.dumps({"transaction": "r1"})):
+        refused = mqtt.command("/reload", payload)
+        assert (refused["ok"], refused["command"]) == (False, "reload")
+        assert refused["error"]["code"] == "unsupported"
+        assert "http_api.raw_api.enabled" in refused["error"]["message"]
+        assert "Nothing was sent" in refused["error"]["message"]
+    assert refused["transaction"] == "r1"
+    assert reload_sent(sim) == sent
+    assert sim.do(lambda m: m.reloads) == 0
+
+
+def test_the_reload_button_follows_the_servers_raw_api(mqtt: Mqtt, sim: Sim) -> None:
+    # SRS restarted with the raw API and reloads on: the button appears.
+    mark = mqtt.probe.mark()
+    sim.do(lambda m: m.restart(raw_api=True, allow_reload=True, republish=True))
+    button = reload_button(mqtt, bool, mark)
+    assert button.retain is True
+    config = button.json()
+    assert config["command_topic"] == mqtt.topic("/set/reload")
+    assert "state_topic" not in config
+    assert config["entity_category"] == "config"
+    assert config["unique_id"] == f"edgeagent_{DEVICE}_reload"
+    assert mqtt.state(lambda s: s["server"]["reload_allowed"], since=mark)["server"]["raw_api"]
     before = sim.do(lambda m: m.reloads)
     pressed = mqtt.command("/reload", "PRESS")  # what the Home Assistant button sends
     assert (pressed["ok"], pressed["data"]) == (True, {"reloaded": True})
-    by_name = mqtt.command("", json.dumps({"command": "reload", "transaction": "r1"}))
-    assert by_name["ok"] is True and by_name["transaction"] == "r1"
-    assert sim.do(lambda m: m.reloads) == before + 2
+    assert sim.do(lambda m: m.reloads) == before + 1
 
-    sim.do(lambda m: setattr(m, "raw_api", False))
+    # An operator turns allow_reload off and reloads SRS by signal: the button goes.
+    mark = mqtt.probe.mark()
+    sim.do(lambda m: m.reconfigure(allow_reload=False))
+    assert reload_button(mqtt, lambda payload: payload == b"", mark).retain is True
+    state = mqtt.state(lambda s: s["server"]["reload_allowed"] is False, since=mark)
+    assert state["server"]["raw_api"] is True
+    sent = reload_sent(sim)
     refused = mqtt.command("/reload", "")
-    assert refused["ok"] is False
-    assert refused["error"]["code"] == "device_error"
-    assert refused["error"]["device_code"] == 1061
-    assert "raw_api" in refused["error"]["message"]
-    sim.do(lambda m: setattr(m, "raw_api", True))
-    sim.do(lambda m: setattr(m, "allow_reload", False))
-    assert mqtt.command("/reload", "")["error"]["device_code"] == 1061
-    assert sim.do(lambda m: m.reloads) == before + 2
+    assert refused["error"]["code"] == "unsupported"
+    assert "allow_reload" in refused["error"]["message"]
+    assert reload_sent(sim) == sent
+
+
+def test_a_reload_answered_1061_takes_the_button_away(mqtt: Mqtt, sim: Sim) -> None:
+    mark = mqtt.probe.mark()
+    sim.do(lambda m: m.restart(raw_api=True, allow_reload=True, republish=True))
+    reload_button(mqtt, bool, mark)
+    # Switched off and pressed at once: SRS's own 1061 answers, unless the agent's periodic
+    # ask came first (then it knew and sent nothing); the server's request log tells which.
+    mark = mqtt.probe.mark()
+
+    def switch_off(model: SrsModel) -> int:
+        model.reconfigure(raw_api=False)
+        return len(model.requests)
+
+    seen = sim.do(switch_off)
+    refused = mqtt.command("/reload", "")
+    after = [path for _, path in sim.do(lambda m: m.requests[seen:])]
+    sent = [path for path in after if path.endswith("rpc=reload")]
+    if sent:
+        assert not any(path.endswith("rpc=raw") for path in after[: after.index(sent[0])])
+        assert (refused["error"]["code"], refused["error"]["device_code"]) == (
+            "device_error",
+            1061,
+        )
+        assert "raw_api.enabled" in refused["error"]["message"]
+    else:
+        assert any(path.endswith("rpc=raw") for path in after)
+        assert refused["error"]["code"] == "unsupported"
+    reload_button(mqtt, lambda payload: payload == b"", mark)
+    again = mqtt.command("/reload", "")
+    assert again["error"]["code"] == "unsupported"
+    assert len(
+        [p for _, p in sim.do(lambda m: m.requests[seen:]) if p.endswith("rpc=reload")]
+    ) == len(sent)
+    state = mqtt.state(lambda s: s["server"]["raw_api"] is False, since=mark)
+    assert state["server"]["reload_allowed"] is False
 
 
 @pytest.mark.parametrize("keep_server_id", [False, True])
@@ -497,10 +574,9 @@ def test_server_restart_is_an_event_and_shows_in_state(
     assert state["server"]["pid"] == model.pid
     assert state["server"]["restarts"] == old["restarts"] + 1
     assert state["server"]["uptime_s"] < 5
+    # A new server id is a new serial: the device is announced again.
     config = mqtt.probe.wait_for(
-        mqtt.config_topic("sensor", "cpu"),
-        lambda m: m.json()["device"].get("serial_number") == model.server_id,
-        since=0 if keep_server_id else mark,
+        mqtt.config_topic("sensor", "serial_number"), since=0 if keep_server_id else mark
     )
     assert config.retain is True
 
@@ -519,7 +595,7 @@ def test_bad_json_from_the_server_fails_polls_and_the_agent_recovers(
     devices = mqtt.request("devices")["data"]
     assert "JSON" in devices[0]["last_error"] or "json" in devices[0]["last_error"]
     assert devices[0]["status"] == "offline"
-    refused = mqtt.command("/reload", "")  # commands still get their one result
+    refused = mqtt.command("/kick_client", "abc")  # commands still get their one result
     assert refused["error"]["code"] == "protocol"
 
     mark = mqtt.probe.mark()
@@ -557,7 +633,8 @@ def test_bad_kick_payloads_are_refused_before_anything_is_sent(
     assert result["error"]["code"] == "validation"
     assert complaint in result["error"]["message"]
     assert len(result["error"]["message"]) < 300
-    assert mqtt.command("/reload", "")["ok"] is True  # still serving, and nothing else came
+    # Still serving, and nothing else came (a stock SRS: reload refused by the agent).
+    assert mqtt.command("/reload", "")["error"]["code"] == "unsupported"
     assert len(mqtt.results_since(mark)) == 2
     deletes = sim.do(lambda m: sum(1 for method, _ in m.requests if method == "DELETE"))
     assert deletes == deletes_before

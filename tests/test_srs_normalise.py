@@ -137,7 +137,21 @@ def test_watched_streams_are_keyed_by_slug_and_make_entities() -> None:
         "stream_live_cam1_clients",
         "stream_studio_example_show_studio1_live",
     } <= keys
-    assert "reload" in keys and "cpu" in keys
+    assert "cpu" in keys
+    # The normalised state does not know the raw API yet (the driver asks): no Reload button.
+    assert state["server"]["reload_allowed"] is None and "reload" not in keys
+
+
+@pytest.mark.parametrize(("allowed", "button"), [(True, True), (False, False), (None, False)])
+def test_the_reload_button_exists_only_where_srs_allows_reloads(
+    allowed: bool | None, button: bool
+) -> None:
+    state = real_state()
+    state["server"]["reload_allowed"] = allowed
+    reload = [e for e in CATALOG.entities_for(state) if e.key == "reload"]
+    assert bool(reload) is button
+    if reload:
+        assert (reload[0].platform, reload[0].command) == ("button", "reload")
 
 
 def test_a_watched_stream_missing_from_a_capped_listing_is_unknown_not_offline() -> None:

@@ -165,20 +165,58 @@ def test_kick_then_kick_again_gives_2049(loop: LoopThread, serve: Callable[..., 
     assert steer(loop, device, lambda m: m.kicks) == [player]
 
 
-def test_reload_and_the_raw_api_switches(serve: Callable[..., SimDevice]) -> None:
-    device = serve()
-    assert SrsClient(device.url).reload() == {"code": 0}
-    assert device.model.reloads == 1
+def raw(device: SimDevice, rpc: str) -> requests.Response:
+    return requests.get(f"{device.url}/api/v1/raw", params={"rpc": rpc}, timeout=5)
+
+
+def test_a_stock_srs_answers_the_raw_api_as_the_real_one_with_raw_api_off(
+    serve: Callable[..., SimDevice],
+) -> None:
+    device = serve()  # no switches: SRS's defaults, both off
+    described = raw(device, "raw")
+    real = json.loads((CAPTURES / "noraw_raw.json").read_text())
+    real["http_api"]["listen"] = f"127.0.0.1:{device.port}"
+    assert described.json() == real
+    assert (described.status_code, described.headers["Content-Type"]) == (200, "application/json")
+    for rpc in ("reload", "query", "reload-fetch", ""):  # the raw API is checked first
+        assert raw(device, rpc).json() == json.loads((CAPTURES / "noraw_reload.json").read_text())
+    assert device.model.reloads == 0
     with pytest.raises(DeviceError) as caught:
-        SrsClient(serve(raw_api=False).url).reload()
+        SrsClient(device.url).reload()
     assert caught.value.device_code == 1061
     assert "raw_api.enabled" in caught.value.message
-    with pytest.raises(DeviceError) as caught:
-        SrsClient(serve(allow_reload=False).url).reload()
-    assert caught.value.device_code == 1061
-    with pytest.raises(DeviceError) as caught:
-        SrsClient(device.url).call("GET", "/api/v1/raw", params={"rpc": "query"})
-    assert caught.value.device_code == 1060
+    assert SrsClient(device.url).raw_api() == real["http_api"]["raw_api"]
+
+
+def test_the_raw_api_switched_on_answers_as_the_real_one(
+    serve: Callable[..., SimDevice],
+) -> None:
+    device = serve(raw_api=True, allow_reload=True)
+    real = json.loads((CAPTURES / "v1_raw_raw.json").read_text())
+    real["http_api"]["listen"] = f"127.0.0.1:{device.port}"
+    assert raw(device, "raw").json() == real
+    assert raw(device, "reload").json() == json.loads((CAPTURES / "v1_raw_reload.json").read_text())
+    assert device.model.reloads == 1
+    assert SrsClient(device.url).reload() == {"code": 0}
+    assert device.model.reloads == 2
+    assert raw(device, "query").json() == json.loads((CAPTURES / "v1_raw_unknown.json").read_text())
+    assert SrsClient(device.url).raw_api()["allow_reload"] is True
+
+
+def test_raw_api_on_with_allow_reload_off_refuses_reloads_only(
+    serve: Callable[..., SimDevice],
+) -> None:
+    device = serve(raw_api=True)
+    assert raw(device, "reload").json() == {"code": 1061}
+    assert raw(device, "query").json() == {"code": 1060}
+    assert raw(device, "reload-fetch").json()["code"] == 0
+    assert SrsClient(device.url).raw_api() == {
+        "enabled": True,
+        "allow_reload": False,
+        "allow_query": False,
+        "allow_update": False,
+    }
+    assert device.model.reloads == 0
 
 
 # --- authentication ------------------------------------------------------------------------
@@ -379,9 +417,6 @@ def shape(value: Any) -> Any:
         ("v1_clients", "/api/v1/clients/"),
         ("v1_nonexistent", "/api/v1/nonexistent"),
         ("root", "/"),
-        ("v1_raw_raw", "/api/v1/raw?rpc=raw"),
-        ("v1_raw_reload", "/api/v1/raw?rpc=reload"),
-        ("v1_raw_unknown", "/api/v1/raw?rpc=query"),
         ("v1_client_bogus", "/api/v1/clients/nope1234"),
         ("v1_stream_bogus", "/api/v1/streams/vid-nope"),
         ("v1_tests_errors", "/api/v1/tests/errors"),

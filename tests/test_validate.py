@@ -62,7 +62,7 @@ SECRETS = CommandSpec(
         Param("user", "str", "user", required=False),
     ),
 )
-UPLOAD = CommandSpec("firmware_upgrade", "binary flow", cli_only=True, disruptive=True)
+UPLOAD = CommandSpec("firmware_upgrade", "binary flow", cli_only=True, security="disruptive")
 HAND_MADE = Catalog(
     kind="test",
     title="Test device",
@@ -430,12 +430,15 @@ def test_cli_only_commands_are_not_offered_over_mqtt() -> None:
     assert "set_level" in caught.value.message
 
 
-@pytest.mark.parametrize("name", ["stop", "config_set"])
-def test_disruptive_commands_need_allow_commands(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "security"), [("stop", "disruptive"), ("config_set", "sensitive")]
+)
+def test_gated_commands_need_allow_commands(name: str, security: str) -> None:
     with pytest.raises(NotAllowedError) as caught:
-        resolve_command(XMRIG, name, ["pause"])
+        resolve_command(XMRIG, name, ["pause"], device="rig1")
     assert caught.value.code == ErrorCode.NOT_ALLOWED
-    assert f"{name} is disruptive and not in this device's allow_commands" == caught.value.message
+    assert caught.value.message.startswith(f"{name} is {security}")
+    assert f'set allow_commands = ["pause", "{name}"]' in caught.value.message
     assert resolve_command(XMRIG, name, [name]).name == name
 
 

@@ -44,7 +44,9 @@ def test_upgrade_uploads_with_progress(
     config = write_config(tmp_path / "c.toml", device, ["update_firmware"])
     firmware = tmp_path / "fw.bin"
     firmware.write_bytes(b"\x5a" * 300_000)
-    assert main(["whatsminer", "upgrade", "-c", str(config), "wm1", str(firmware)]) == 0
+    assert (
+        main(["whatsminer", "upgrade", "-c", str(config), "wm1", str(firmware), "--wait", "0"]) == 0
+    )
     assert loop.call(lambda: device.model.firmware_uploads) == [300_000]
     captured = capsys.readouterr()
     assert '"bytes": 300000' in captured.out

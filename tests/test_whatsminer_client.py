@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 
-from agent.devices.whatsminer.client import MINER_INFO_FIELDS, WhatsminerClient
-from agent.devices.whatsminer.simulator import QUIRKS, WhatsminerModel, running
+from agent.devices.whatsminer.client import (
+    MINER_INFO_FIELDS,
+    JoinNotAnsweredError,
+    WhatsminerClient,
+)
+from agent.devices.whatsminer.simulator import JOIN_VARIANTS, QUIRKS, WhatsminerModel, running
 from agent.errors import (
     AuthError,
     DeviceError,
@@ -107,11 +111,59 @@ def test_joined_read_uses_one_connection() -> None:
     async def scenario() -> None:
         async with miner() as (model, client):
             before = model.connections
-            sections = await client.joined("summary", "pools", "edevs")
+            sections = await client.joined("summary", "edevs")
             assert model.connections == before + 1
-            assert set(sections) == {"summary", "pools", "edevs"}
+            assert set(sections) == {"summary", "edevs"}
             assert sections["summary"]["SUMMARY"][0]["Power Mode"] == "Normal"
             assert sections["edevs"]["DEVS"][2]["Slot"] == 2
+
+    run(scenario)
+
+
+# What a join of three answers on each firmware: the parts it answered, or the refusal's code.
+THREE_PART_JOIN = {
+    "two": {"summary", "pools"},
+    "two_refusing_more": 14,
+    "any": {"summary", "pools", "edevs"},
+    "none": 14,
+    "none_answering_first": {"summary"},  # its plain reply to summary
+}
+
+
+@pytest.mark.parametrize("variant", sorted(JOIN_VARIANTS))
+def test_a_join_returns_what_the_firmware_answered(variant: str) -> None:
+    async def scenario() -> None:
+        async with miner(**JOIN_VARIANTS[variant]) as (_model, client):
+            expected = THREE_PART_JOIN[variant]
+            if isinstance(expected, int):
+                with pytest.raises(DeviceError) as refused:
+                    await client.joined("summary", "pools", "edevs")
+                assert refused.value.device_code == expected
+            else:
+                sections = await client.joined("summary", "pools", "edevs")
+                assert set(sections) == expected
+                assert sections["summary"]["SUMMARY"][0]["Power"] > 1000
+                assert all(s["STATUS"][0]["STATUS"] == "S" for s in sections.values())
+
+    run(scenario)
+
+
+def test_a_join_answered_with_none_of_its_parts_is_a_protocol_error() -> None:
+    async def scenario() -> None:
+        async with scripted(b'{"STATUS":[{"STATUS":"S"}],"id":1}') as (port, _received):
+            with pytest.raises(JoinNotAnsweredError, match="answered none of summary\\+pools"):
+                await client_for(None, port).joined("summary", "pools")
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("led_fields", ["integer", "lenient"])
+def test_set_led_numbers_go_out_as_integers(led_fields: str) -> None:
+    async def scenario() -> None:
+        async with miner(led_fields=led_fields) as (model, client):
+            params = {"color": "red", "period": "2000", "duration": 500.0, "start": 0}
+            assert await client.write("set_led", params) == "ok"
+            assert model.led == "red"
 
     run(scenario)
 
@@ -131,7 +183,7 @@ def test_get_and_status_are_never_joined() -> None:
 def test_text_quirks_on_every_read(quirk: str) -> None:
     async def scenario() -> None:
         async with miner(quirks={quirk}) as (_model, client):
-            sections = await client.joined("summary", "pools", "edevs")
+            sections = await client.joined("summary", "edevs")
             assert sections["summary"]["SUMMARY"][0]["Power"] > 1000
             assert len(sections["edevs"]["DEVS"]) == 3
             assert (await client.status())["btmineroff"] == "false"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.catalog.validate import (
     parse_command_payload,
@@ -24,7 +25,13 @@ from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.client import WRITE_COMMANDS
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.driver import WhatsminerDriver
-from agent.devices.whatsminer.simulator import REBOOT_S, SimClock, WhatsminerModel, running
+from agent.devices.whatsminer.simulator import (
+    JOIN_VARIANTS,
+    REBOOT_S,
+    SimClock,
+    WhatsminerModel,
+    running,
+)
 from agent.errors import (
     AuthError,
     DeviceTimeoutError,
@@ -32,6 +39,7 @@ from agent.errors import (
     ProtocolError,
     ValidationError,
 )
+from agent.runtime.energy import ENERGY_STATE_FIELD
 
 EVERYTHING = [c.name for c in CATALOG.commands]
 ERRORS = {"329": "2022-01-17 11:28:11", "2010": "2022-01-18 09:00:00"}
@@ -94,12 +102,17 @@ def resolve(state: Any, path: str) -> list[Any]:
 # ------------------------------------------------------------------------ poll
 
 
-def test_poll_fills_every_documented_field() -> None:
+@pytest.mark.parametrize("variant", sorted(JOIN_VARIANTS))
+def test_poll_fills_every_documented_field(variant: str) -> None:
+    """The first poll is complete on every firmware's joins, the doc's two included."""
+
     async def scenario() -> None:
-        async with driven() as (_model, driver):
+        async with driven(**JOIN_VARIANTS[variant]) as (_model, driver):
             await driver.execute("set_power_pct", params_for("set_power_pct", b"80"))
             state = (await driver.poll()).state
             for field in CATALOG.fields:
+                if field is ENERGY_STATE_FIELD:
+                    continue  # the agent adds it to what the driver read (agent.runtime.energy)
                 values = resolve(state, field.path)
                 if not field.path.startswith("settings.") or field.path.startswith(
                     "settings.power"
@@ -122,7 +135,9 @@ def test_poll_normalises_units_and_values() -> None:
             assert state["power_w"] == summary["Power"]
             assert state["efficiency_j_th"] == pytest.approx(model.efficiency, rel=0.02)
             assert state["mining"] is True and state["power_mode"] == "normal"
-            assert state["fans_rpm"] == {"in": summary["Fan Speed In"], "out": 5800}
+            # The doc's labels: "Fan Speed In" is the outlet fan, "Fan Speed Out" the inlet.
+            assert state["fans_rpm"] == {"in": 5900, "out": 5800}
+            assert (summary["Fan Speed In"], summary["Fan Speed Out"]) == (5900, 5800)
             assert state["model"] == "M30S+VE40" and state["serial"] == "SIM00000000"
             assert state["firmware"] == model.firmware_version  # quotes stripped
             assert [b["slot"] for b in state["boards"]] == [0, 1, 2]
@@ -134,26 +149,101 @@ def test_poll_normalises_units_and_values() -> None:
             assert state["psu"]["input_current_a"] * 224 == pytest.approx(
                 state["power_w"], rel=0.05
             )
+            assert state["psu"]["readings_plausible"] is True and state["psu"]["warnings"] == []
             assert state["led"] == "auto" and state["network"]["proto"] == "dhcp"
             assert "admin" not in json.dumps(state)
 
     run(scenario)
 
 
-def test_poll_reads_slow_data_rarely() -> None:
+# Connections for summary, pools and edevs: the first poll (learning), the polls after it.
+FAST_CONNECTIONS = {
+    "two": (2, 2),  # summary+pools+edevs answers two parts, then edevs alone
+    "two_refusing_more": (3, 2),  # the three-part join refused, then summary+pools and edevs
+    "any": (1, 1),
+    "none": (5, 3),  # joins of three and of two refused, then one read each
+    "none_answering_first": (3, 3),  # the join answered as summary alone, then one read each
+}
+JOIN_LIMIT = {"two": 2, "two_refusing_more": 2, "any": 3, "none": 1, "none_answering_first": 1}
+
+
+@pytest.mark.parametrize("variant", sorted(JOIN_VARIANTS))
+def test_poll_reads_slow_data_rarely(variant: str) -> None:
+    first, later = FAST_CONNECTIONS[variant]
+
     async def scenario() -> None:
-        async with driven() as (model, driver):
+        async with driven(**JOIN_VARIANTS[variant]) as (model, driver):
             await driver.poll()
-            assert model.connections == 2 + 2 + 3  # fast + status, detail (psu, errors), slow
+            assert model.connections == first + 1 + 2 + 3  # + status, psu and errors, slow
             await driver.poll()
-            assert model.connections == 7 + 1  # status too is read only every status_interval
+            # status too is read only every status_interval
+            assert model.connections == first + 6 + later
             await driver.execute("set_led", params_for("set_led", b"red"))
             connections = model.connections
             state = (await driver.poll()).state
             assert state["led"] == "red"
             # A write: status at once (mining or the mode may have changed), and for the LED
-            # the slow reads again.
-            assert model.connections == connections + 2 + 3
+            # the slow reads again (with them a probe of the full join: a free one on a
+            # miner that answers part of it, one or two refusals on the others).
+            probe = first - later
+            assert model.connections == connections + later + probe + 1 + 3
+            assert state["api_join_limit"] == JOIN_LIMIT[variant]
+            assert model.errors_sent[14] == 2 * {"two_refusing_more": 1, "none": 2}.get(variant, 0)
+
+    run(scenario)
+
+
+def test_joins_are_learned_again_after_a_reboot_into_new_firmware() -> None:
+    async def scenario() -> None:
+        async with driven(join_limit="none") as (model, driver):
+            assert (await driver.poll()).state["api_join_limit"] == 1
+            await driver.execute("reboot", params_for("reboot", b"PRESS"))
+            model.clock.advance(REBOOT_S + 1)  # type: ignore[union-attr]
+            model.join_limit = "any"  # the firmware it came back with joins everything
+            assert (await driver.poll()).state["api_join_limit"] == 1  # uptime went back…
+            connections = model.connections
+            with capture_logs() as logs:
+                state = (await driver.poll()).state  # …so this poll probes the full join
+            assert state["api_join_limit"] == 3 and len(state["boards"]) == 3
+            assert {"event": "joined reads", "commands_per_join": 3} in [
+                {k: e.get(k) for k in ("event", "commands_per_join")} for e in logs
+            ]
+            connections = model.connections
+            await driver.poll()
+            assert model.connections == connections + 1
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("scales", "warning"),
+    [
+        ({"psu_iin_per_amp": 10_000.0}, "input current"),  # iin in 0.1 mA: ten times the amps
+        ({"psu_iin_per_amp": 100.0}, "VA"),  # iin in 10 mA: a tenth of the power
+        ({"psu_vin_per_volt": 10.0}, "input voltage 22.4 V"),  # vin in 0.1 V
+        ({"psu_vin_per_volt": 1000.0}, "input voltage 2240 V"),  # vin in mV
+    ],
+)
+def test_implausible_psu_readings_are_flagged(scales: dict[str, float], warning: str) -> None:
+    async def scenario() -> None:
+        async with driven(**scales, config={"detail_interval": 0}) as (_model, driver):
+            with capture_logs() as logs:
+                psu = (await driver.poll()).state["psu"]
+                await driver.poll()  # the same readings again: no second warning
+            assert psu["readings_plausible"] is False
+            assert any(warning in text for text in psu["warnings"]), psu["warnings"]
+            warned = [e for e in logs if e["event"] == "implausible PSU reading"]
+            assert [e["warnings"] for e in warned] == [psu["warnings"]]
+
+    run(scenario)
+
+
+def test_set_led_numbers_reach_a_doc_strict_miner_as_integers() -> None:
+    async def scenario() -> None:
+        async with driven(led_fields="integer") as (model, driver):
+            payload = b'{"color":"green","period":2000,"duration":100,"start":50}'
+            assert await driver.execute("set_led", params_for("set_led", payload)) == "ok"
+            assert model.led == "green" and model.errors_sent[14] == 0
 
     run(scenario)
 
@@ -458,8 +548,10 @@ def test_cross_field_checks_send_nothing() -> None:
 
 
 def test_disruptive_and_cli_only_commands() -> None:
-    disruptive = {c.name for c in CATALOG.commands if c.disruptive}
-    assert disruptive == {
+    gated = {c.name for c in CATALOG.commands if c.gated}
+    assert gated == {
+        "update_pools",
+        "enable_web_pools",
         "reboot",
         "factory_reset",
         "update_pwd",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.devices.whatsminer import crypto
+from agent.devices.whatsminer import crypto, simulator
 from agent.devices.whatsminer.client import NoReplyError, WhatsminerClient
 from agent.devices.whatsminer.simulator import (
     COLD_START_S,
@@ -65,6 +66,77 @@ def test_cgminer_form_of_requests_is_accepted() -> None:
             assert set(info["Msg"]) == {"ip", "mac"}
             joined = await ask(port, {"command": "summary+pools"})
             assert set(joined) == {"summary", "pools", "id"}
+
+    run(scenario)
+
+
+# The doc: "The API command can be used for two joins"; what each firmware does beyond.
+JOINS = [
+    ({}, "summary+pools", ["summary", "pools"]),
+    ({}, "summary+pools+edevs", ["summary", "pools"]),  # the first two parts
+    ({"join_excess": "refuse"}, "summary+pools", ["summary", "pools"]),
+    ({"join_excess": "refuse"}, "summary+pools+edevs", 14),
+    (
+        {"join_limit": "any"},
+        "summary+pools+edevs+devdetails",
+        ["summary", "pools", "edevs", "devdetails"],
+    ),
+    ({"join_limit": "none", "join_excess": "refuse"}, "summary+pools", 14),
+    ({"join_limit": "none"}, "pools+summary", ["POOLS"]),  # the first part, as a plain read
+    ({"join_limit": "none"}, "summary", ["SUMMARY"]),
+]
+
+
+@pytest.mark.parametrize(("options", "command", "answer"), JOINS)
+def test_joins_as_far_as_the_firmware_goes(
+    options: dict[str, str], command: str, answer: list[str] | int
+) -> None:
+    async def scenario() -> None:
+        async with running(1, **options) as fleet:
+            reply = await ask(fleet.devices[0].port, {"cmd": command})
+            if isinstance(answer, int):
+                assert (reply["STATUS"], reply["Code"]) == ("E", answer)
+            else:
+                assert [k for k in reply if k not in ("STATUS", "id")] == answer
+                joined = [p for p in answer if p.islower()]  # a part's own reply, enveloped
+                assert all(reply[p][0]["STATUS"][0]["STATUS"] == "S" for p in joined)
+
+    run(scenario)
+
+
+def test_every_join_variant_is_a_valid_model() -> None:
+    assert {
+        WhatsminerModel(**options).join_limit for options in simulator.JOIN_VARIANTS.values()
+    } == {
+        "none",
+        "two",
+        "any",
+    }
+
+
+@pytest.mark.parametrize(
+    ("led_fields", "period", "code"),
+    [
+        ("integer", 1000, 131),
+        ("integer", "1000", 14),  # the doc types period integer: a strict miner refuses text
+        ("integer", True, 14),
+        ("lenient", "1000", 131),
+        ("lenient", "soon", 14),
+    ],
+)
+def test_set_led_numbers_are_typed_as_the_doc_types_them(
+    led_fields: str, period: Any, code: int
+) -> None:
+    async def scenario() -> None:
+        async with running(1, led_fields=led_fields) as fleet:
+            model, port = fleet.devices[0].model, fleet.devices[0].port
+            salts = (await ask(port, {"cmd": "get_token"}))["Msg"]
+            sign = crypto.sign_token(model.key, salts["time"], salts["newsalt"])
+            command = {"cmd": "set_led", "color": "red", "period": period, "duration": 500}
+            command |= {"start": 0, "token": sign}
+            await exchange(port, crypto.encrypt_command(command, model.aeskey))
+            assert [(w.command, w.code) for w in model.writes] == [("set_led", code)]
+            assert model.led == ("red" if code == 131 else "auto")
 
     run(scenario)
 
@@ -443,3 +515,20 @@ def test_counters_for_the_bench() -> None:
 def test_unknown_quirk_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown quirks"):
         WhatsminerModel(quirks={"typo"})
+
+
+@pytest.mark.parametrize("option", ["join_limit", "join_excess", "led_fields"])
+def test_unknown_mode_is_refused(option: str) -> None:
+    with pytest.raises(ValueError, match=f"unknown {option}"):
+        WhatsminerModel(**{option: "typo"})
+
+
+def test_the_simulator_shares_no_code_with_the_driver() -> None:
+    source = (Path(simulator.__file__)).read_text()
+    imports = {
+        line.split()[1] for line in source.splitlines() if line.startswith(("from ", "import "))
+    }
+    assert (
+        not {"agent.devices.whatsminer." + m for m in ("client", "driver", "parse", "catalog")}
+        & imports
+    )

@@ -2,6 +2,11 @@
 
 One config topic per entity, `{prefix}/{platform}/{device}/{key}/config`, all reading the
 device's one JSON state topic through value templates.
+
+Every key used here is one that Home Assistant 2024.1's MQTT schemas accept, or a top-level key
+that 2024.1 drops silently and newer releases use (`default_entity_id`). The device block stays
+within 2024.1's device schema: the serial, which only later releases take there
+(`serial_number`), is a diagnostic sensor instead.
 """
 
 from __future__ import annotations
@@ -69,13 +74,30 @@ def device_block(
         "via_device": ctx.bridge_identifier,
     }
     paths = catalog.device_info
-    for key in ("model", "sw_version", "hw_version", "serial_number"):
+    for key in ("model", "sw_version", "hw_version"):
         found = lookup(state, getattr(paths, key))
         if found not in (None, ""):
             block[key] = str(found)
     if url:
         block["configuration_url"] = url
     return block
+
+
+def device_info_entities(catalog: Catalog) -> list[EntityDescription]:
+    """Device facts that Home Assistant 2024.1's device block has no key for, as sensors."""
+    path = catalog.device_info.serial_number
+    if path is None:
+        return []
+    return [
+        EntityDescription(
+            "serial_number",
+            "sensor",
+            "Serial number",
+            value=path,
+            entity_category="diagnostic",
+            icon="mdi:barcode",
+        )
+    ]
 
 
 def entity_payload(

@@ -40,10 +40,11 @@ def kind_tables(catalog: Catalog) -> str:
             "",
             f"#### {catalog.title} commands (`{{base}}/{{device}}/set/<command>`)",
             "",
-            "| command | parameters | plain payload | allow-list | what it does |",
+            "| command | parameters | plain payload | class | what it does |",
             "|---|---|---|---|---|",
             *(_command_row(c) for c in catalog.commands),
             "",
+            *_class_notes(catalog),
         ]
     )
 
@@ -51,8 +52,23 @@ def kind_tables(catalog: Catalog) -> str:
 def _command_row(spec: CommandSpec) -> str:
     params = "<br>".join(_param(p) for p in spec.params) or "—"
     plain = f"`{spec.plain}`" if spec.plain else ("CLI only" if spec.cli_only else "any (press)")
-    gate = "required" if spec.disruptive else ""
-    return f"| `{spec.name}` | {params} | {plain} | {gate} | {_cell(spec.description)} |"
+    return f"| `{spec.name}` | {params} | {plain} | {_class(spec)} | {_cell(spec.description)} |"
+
+
+def _class(spec: CommandSpec) -> str:
+    """`sensitive`, `disruptive` (both need allow_commands), `routine`, or routine-or-sensitive."""
+    if spec.sensitive_when is not None and not spec.gated:
+        return "routine / **sensitive**¹"
+    return f"**{spec.security}**" if spec.gated else "routine"
+
+
+def _class_notes(catalog: Catalog) -> list[str]:
+    notes = [
+        f"¹ `{c.name}`: {_cell(c.sensitive_when.summary)}."
+        for c in catalog.commands
+        if c.sensitive_when is not None and not c.gated
+    ]
+    return [*notes, ""] if notes else []
 
 
 def _param(param: Param) -> str:

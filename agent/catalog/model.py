@@ -16,6 +16,11 @@ from typing import Any, Literal
 ParamType = Literal["int", "float", "str", "bool", "json"]
 Platform = Literal["sensor", "binary_sensor", "switch", "button", "number", "select", "text"]
 EntityCategory = Literal["diagnostic", "config"]
+# routine: runs on any device. disruptive: stops or restarts something (reboot, stop).
+# sensitive: changes where hashrate or earnings go, credentials, network, firmware or where
+# logs go. Disruptive and sensitive commands run only where the device's allow_commands lists
+# them.
+Security = Literal["routine", "disruptive", "sensitive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,22 @@ class Param:
     max_length: int | None = None
     pattern: str | None = None  # a full-match regular expression for str params
     secret: bool = False  # never echoed back in results or logs
+    secret_keys: frozenset[str] = frozenset()  # keys masked anywhere inside a json param
+
+
+@dataclass(frozen=True, slots=True)
+class SensitiveFields:
+    """A routine command that turns sensitive when its `param` (a JSON object, merged into the
+    device's config) touches anything but the `routine` paths, or touches one of `exceptions`.
+
+    Paths are dotted (`cpu`, `opencl.loader`). Default deny: a key the catalog does not know
+    is sensitive, so a new firmware field cannot slip through as routine.
+    """
+
+    param: str
+    routine: tuple[str, ...]
+    exceptions: tuple[str, ...] = ()
+    summary: str = ""  # for the README: what the sensitive fields are
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +81,15 @@ class CommandSpec:
     description: str
     params: tuple[Param, ...] = ()
     plain: str | None = None
-    disruptive: bool = False  # refused unless listed in the device's allow_commands
+    security: Security = "routine"  # above routine: refused unless in allow_commands
     cli_only: bool = False  # binary flows (firmware upload): refused over MQTT
+    sensitive_when: SensitiveFields | None = None  # per call: routine unless params say so
+    why: str = ""  # why the class, for the README's Security section and refusals
+
+    @property
+    def gated(self) -> bool:
+        """Refused everywhere its device's allow_commands does not list it."""
+        return self.security != "routine"
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

@@ -13,10 +13,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.catalog.model import Catalog, CommandSpec, Param
+from agent.catalog.model import Catalog, CommandSpec, Param, Security, SensitiveFields
 from agent.errors import NotAllowedError, UnknownCommandError, ValidationError
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+MASK = "***"
 _RESERVED_KEYS = {"command", "transaction"}
 _TRUE_WORDS = {"on", "true", "1", "yes", "enable", "enabled"}
 _FALSE_WORDS = {"off", "false", "0", "no", "disable", "disabled"}
@@ -82,17 +83,108 @@ def parse_command_payload(spec: CommandSpec, payload: bytes) -> CommandRequest:
 
 
 def resolve_command(
-    catalog: Catalog, name: str | None, allowed: Collection[str], *, via_mqtt: bool = True
+    catalog: Catalog,
+    name: str | None,
+    allowed: Collection[str],
+    *,
+    via_mqtt: bool = True,
+    device: str | None = None,
 ) -> CommandSpec:
+    """The command's spec, refused when unknown, CLI-only over MQTT, or gated and not allowed.
+
+    A command that is routine by declaration but sensitive by its params (`config_patch`)
+    passes here; `authorize` decides once the params are known.
+    """
     spec = catalog.command(name) if name else None
     if spec is None:
         known = ", ".join(sorted(c.name for c in catalog.commands if not c.cli_only))
         raise UnknownCommandError(f"unknown command {name!r} for {catalog.title}; known: {known}")
     if spec.cli_only and via_mqtt:
         raise NotAllowedError(f"{spec.name} moves files and runs only from the CLI")
-    if spec.disruptive and spec.name not in allowed:
-        raise NotAllowedError(f"{spec.name} is disruptive and not in this device's allow_commands")
+    if spec.gated and spec.name not in allowed:
+        raise not_allowed(spec, spec.security, spec.why, allowed, device)
     return spec
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """A command's class for one call, and why (the fields a patch touches)."""
+
+    security: Security
+    reason: str
+
+
+def classify(spec: CommandSpec, params: Mapping[str, Any]) -> Classified:
+    rule = spec.sensitive_when
+    if spec.gated or rule is None:
+        return Classified(spec.security, spec.why)
+    touched = sensitive_paths(rule, params.get(rule.param))
+    if touched:
+        return Classified("sensitive", f"the {rule.param} touches {', '.join(touched)}")
+    return Classified("routine", "")
+
+
+def sensitive_paths(rule: SensitiveFields, value: Any) -> list[str]:
+    """The paths in `value` that are not routine under `rule`, in the order given."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{rule.param} must be a JSON object")
+    found: list[str] = []
+    for path in _leaf_paths(value, ""):
+        if not _is_routine(rule, path) and path not in found:
+            found.append(path)
+    return found
+
+
+def _leaf_paths(value: Mapping[str, Any], prefix: str) -> list[str]:
+    paths = []
+    for key, inner in value.items():
+        path = f"{prefix}{key}"
+        if isinstance(inner, Mapping) and inner:
+            paths.extend(_leaf_paths(inner, path + "."))
+        else:
+            paths.append(path)
+    return paths
+
+
+def _is_routine(rule: SensitiveFields, path: str) -> bool:
+    def covers(outer: str, inner: str) -> bool:
+        return inner == outer or inner.startswith(outer + ".")
+
+    # A leaf above an exception (`cuda: null`) replaces the exception too.
+    if any(covers(e, path) or covers(path, e) for e in rule.exceptions):
+        return False
+    return any(covers(r, path) for r in rule.routine)
+
+
+def authorize(
+    spec: CommandSpec,
+    params: Mapping[str, Any],
+    allowed: Collection[str],
+    device: str | None = None,
+) -> Classified:
+    """The call's class; NotAllowedError when it is gated and the device does not allow it."""
+    found = classify(spec, params)
+    if found.security != "routine" and spec.name not in allowed:
+        raise not_allowed(spec, found.security, found.reason, allowed, device)
+    return found
+
+
+def not_allowed(
+    spec: CommandSpec,
+    security: Security,
+    reason: str,
+    allowed: Collection[str],
+    device: str | None,
+) -> NotAllowedError:
+    """A refusal that names the config line which would allow the command."""
+    why = f" ({reason})" if reason else ""
+    line = "allow_commands = " + json.dumps([*allowed, spec.name])
+    where = f"device {device!r}" if device else "this device"
+    return NotAllowedError(
+        f"{spec.name} is {security}{why} and {where} does not allow it; to allow it, "
+        f"set {line} in its [[devices]] entry",
+        data={"security": security, "allow": line},
+    )
 
 
 def validate_params(spec: CommandSpec, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -194,6 +286,23 @@ def _num(value: float) -> str:
 
 
 def redact_params(spec: CommandSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Params as they may appear in results and logs."""
-    secret = {p.name for p in spec.params if p.secret}
-    return {k: ("***" if k in secret else v) for k, v in params.items()}
+    """Params as they may appear in results, logs and the audit trail."""
+    shown: dict[str, Any] = {}
+    for key, value in params.items():
+        param = spec.param(key)
+        if param is not None and param.secret:
+            shown[key] = MASK
+        elif param is not None and param.secret_keys:
+            shown[key] = mask_keys(value, param.secret_keys)
+        else:
+            shown[key] = value
+    return shown
+
+
+def mask_keys(value: Any, keys: Collection[str]) -> Any:
+    """`value` with every non-empty value under one of `keys`, at any depth, masked."""
+    if isinstance(value, Mapping):
+        return {k: (MASK if k in keys and v else mask_keys(v, keys)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_keys(v, keys) for v in value]
+    return value

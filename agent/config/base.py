@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -43,6 +44,47 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Slug = Annotated[str, Field(pattern=f"^{SLUG}$", min_length=1, max_length=64)]
+
+
+def check_topic(topic: str) -> str:
+    """A topic the agent publishes under or subscribes to: plain levels, none of them empty."""
+    if not topic.strip("/"):
+        raise ValueError(f"{topic!r} has no topic level; use a name like 'edge-agent'")
+    for wildcard in "+#":
+        if wildcard in topic:
+            raise ValueError(
+                f"{topic!r} contains the wildcard {wildcard!r}: a topic here is plain levels "
+                "like 'edge-agent' or 'site-7/edge-agent'"
+            )
+    if any(c.isspace() or not c.isprintable() for c in topic):
+        raise ValueError(f"{topic!r} contains whitespace or a control character")
+    end = "starts" if topic.startswith("/") else "ends" if topic.endswith("/") else None
+    if end:
+        raise ValueError(
+            f"{topic!r} {end} with '/', which makes an empty topic level "
+            f"(e.g. {topic + '/rig1'!r}); write {topic.strip('/')!r}"
+        )
+    if "//" in topic:
+        raise ValueError(f"{topic!r} has an empty level ('//'); write {_no_empty_levels(topic)!r}")
+    return topic
+
+
+def _no_empty_levels(topic: str) -> str:
+    return "/".join(level for level in topic.split("/") if level)
+
+
+Topic = Annotated[str, AfterValidator(check_topic)]
+
+
+def error_path_and_message(error: Any) -> tuple[str, str]:
+    """A pydantic error as (`allow_commands[1]`, `…`): the field path and a plain message."""
+    path = ""
+    for part in error.get("loc", ()):
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        message = "unknown field (check the spelling against config.example.toml)"
+    return path, message
 
 
 def read_secret_file(path: str | Path) -> str:
@@ -111,6 +153,10 @@ class SecretFields(Section):
 
 class DeviceConfig(SecretFields):
     """What every `[[devices]]` entry has, whatever its kind."""
+
+    # False: two entries at one address:port are a mistake (one device, polled twice). Kinds
+    # whose address is a shared service (several accounts on one pool API) set it True.
+    shared_address: ClassVar[bool] = False
 
     id: Slug
     kind: str

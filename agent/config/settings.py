@@ -7,17 +7,28 @@ Nested fields use `__` (`EDGE_AGENT_MQTT__URL`); a device's field is addressed b
 
 from __future__ import annotations
 
+import copy
+import fnmatch
 import os
 import socket
 import stat
 import tomllib
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,17 +36,40 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from agent.config.base import SLUG, DeviceConfig, Duration, SecretFields, Section, Slug
+from agent.config.base import (
+    SLUG,
+    DeviceConfig,
+    Duration,
+    SecretFields,
+    Section,
+    Slug,
+    Topic,
+    error_path_and_message,
+)
+from agent.config.fleet import (
+    Fleet,
+    GroupSummary,
+    build_fleet,
+    kind_problem,
+    unknown_commands,
+)
 from agent.devices import KINDS
 
 DEFAULT_PATH = Path("/etc/edge-agent/config.toml")
 ENV_PREFIX = "EDGE_AGENT_"
-DEVICE_ENV_PREFIX = f"{ENV_PREFIX}DEVICE__"
 
 
 def default_agent_id() -> str:
     slug = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower()).strip("-")
     return slug or "edge-agent"
+
+
+def _protocol_text(value: Any) -> Any:
+    """`protocol = 5` (a TOML integer) means the same as `"5"`."""
+    text = str(value).strip() if isinstance(value, int | str) else None  # True: 'True', refused
+    if text in ("5", "3.1.1"):
+        return text
+    raise ValueError(f'{value!r} is not an MQTT version: use 5 (or "5") or "3.1.1"')
 
 
 class AgentSection(Section):
@@ -44,21 +78,25 @@ class AgentSection(Section):
     offline_after: int = Field(default=3, ge=1)
     jitter: float = Field(default=0.1, ge=0, le=0.5)  # poll spread, as a fraction of interval
     command_timeout: Duration = 30.0
+    audit_topic: bool = False  # also publish each audit line on {base}/bridge/{id}/audit
     workers: int = Field(default=32, ge=1, le=1024)  # threads for blocking (HTTP) clients
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # Where the energy counters persist; default: $STATE_DIRECTORY (systemd's StateDirectory=),
+    # else $XDG_STATE_HOME/edge-agent (~/.local/state/edge-agent).
+    state_directory: str | None = None
 
 
 class MqttSection(SecretFields):
     secret_fields: ClassVar[tuple[str, ...]] = ("password",)
 
     url: str = "mqtt://127.0.0.1:1883"
-    base_topic: str = Field(default="edge-agent", pattern=r"^[^#+\s]+$")
+    base_topic: Topic = "edge-agent"
     username: str | None = None
     password: SecretStr | None = None
     password_file: str | None = None
     client_id: str | None = None
-    protocol: Literal["5", "3.1.1"] = "5"
+    protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol_text)] = "5"
     keepalive: int = Field(default=30, ge=5, le=3600)
     ca_file: str | None = None
     cert_file: str | None = None
@@ -89,15 +127,29 @@ class MqttSection(SecretFields):
             raise ValueError("put credentials in username/password, not in the URL")
         return url
 
-    @model_validator(mode="after")
-    def _check_tls_files(self) -> MqttSection:
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path and not Path(path).is_file():
-                raise ValueError(f"{name} {path} does not exist")
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file go together")
-        return self
+    # Field validators that look back at earlier fields (info.data) rather than one model
+    # validator: they run, and are reported, even when some other mqtt field is wrong.
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _tls_file_exists(cls, path: str | None) -> str | None:
+        if path and not Path(path).is_file():
+            raise ValueError(f"{path} does not exist")
+        return path
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_with_cert(cls, key_file: str | None, info: ValidationInfo) -> str | None:
+        if "cert_file" in info.data and bool(info.data["cert_file"]) != bool(key_file):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return key_file
+
+    @field_validator("reconnect_max")
+    @classmethod
+    def _max_above_min(cls, longest: float, info: ValidationInfo) -> float:
+        shortest = info.data.get("reconnect_min")
+        if shortest is not None and longest < shortest:
+            raise ValueError(f"{longest:g}s is below reconnect_min ({shortest:g}s)")
+        return longest
 
     @property
     def tls(self) -> bool:
@@ -114,8 +166,8 @@ class MqttSection(SecretFields):
 
 class HomeAssistantSection(Section):
     enabled: bool = True
-    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[^#+\s]+$")
-    status_topic: str = "homeassistant/status"
+    discovery_prefix: Topic = "homeassistant"
+    status_topic: Topic = "homeassistant/status"
 
 
 class PowerSection(Section):
@@ -165,20 +217,26 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_fleet(self) -> Settings:
+        """Ids, commands and power members across devices; every problem at once.
+
+        load_config has checked ids and commands per entry already, with the file's labels.
+        """
+        problems = []
         seen: set[str] = set()
         for device in self.devices:
             if device.id in seen:
-                raise ValueError(f"device id {device.id!r} is used twice")
+                problems.append(f"device id {device.id!r} is used twice")
             seen.add(device.id)
-            _check_allow_commands(device)
-        ids = {d.id: d for d in self.devices}
-        for member in self.power.members:
-            if member not in ids:
-                raise ValueError(f"power.members: {member!r} is not a configured device")
-            if ids[member].kind not in ("whatsminer", "xmrig"):
-                raise ValueError(f"power.members: {member!r} is not a miner")
-            if ids[member].kind == "xmrig" and getattr(ids[member], "nominal_w", None) is None:
-                raise ValueError(f"power.members: xmrig {member!r} needs nominal_w")
+            problems.extend(
+                f"device {device.id!r}: allow_commands: {name!r} is not a command of its kind"
+                for name in unknown_commands(KINDS[device.kind], device.allow_commands)
+            )
+        members, member_problems = _power_members(self.power.members, self.devices)
+        problems.extend(member_problems)
+        if problems:
+            raise ValueError("\n".join(problems))
+        if members != self.power.members:
+            self.power = self.power.model_copy(update={"members": members})
         return self
 
     def secret_values(self) -> list[str]:
@@ -192,33 +250,45 @@ def _device_model(index: int, entry: Any) -> Any:
     """Validate each device against its kind's model, so errors name that kind's fields."""
     if isinstance(entry, DeviceConfig) or not isinstance(entry, Mapping):
         return entry
-    problem = _kind_problem(entry)
+    problem = kind_problem(entry)
     if problem:
         raise ValueError(f"kind: {problem}")
     return KINDS[entry["kind"]].config.model_validate(entry)
 
 
-def _kind_problem(entry: Mapping[str, Any]) -> str | None:
-    kind = entry.get("kind")
-    if isinstance(kind, str) and kind in KINDS:
-        return None
-    known = ", ".join(sorted(KINDS))
-    return f"missing; use one of {known}" if kind is None else f"{kind!r} is not one of {known}"
+POWER_KINDS = ("whatsminer", "xmrig")
 
 
-def _check_allow_commands(device: DeviceConfig) -> None:
-    problems = _allow_command_problems(device)
-    if problems:
-        raise ValueError(f"device {device.id!r}: {problems[0]}")
+def _power_members(members: list[str], devices: list[DeviceConfig]) -> tuple[list[str], list[str]]:
+    """Member ids, with patterns (`wm-10-0-1-*`) expanded to the miners they match."""
+    by_id = {device.id: device for device in devices}
+    chosen: list[str] = []
+    problems: list[str] = []
+    for member in members:
+        if is_pattern(member):
+            matched = [
+                d for d in devices if fnmatch.fnmatchcase(d.id, member) and d.kind in POWER_KINDS
+            ]
+            if not matched:
+                problems.append(f"power.members: {member!r} matches no whatsminer or xmrig")
+        elif member not in by_id:
+            problems.append(f"power.members: {member!r} is not a configured device")
+            continue
+        elif by_id[member].kind not in POWER_KINDS:
+            problems.append(f"power.members: {member!r} is not a miner")
+            continue
+        else:
+            matched = [by_id[member]]
+        for device in matched:
+            if device.kind == "xmrig" and getattr(device, "nominal_w", None) is None:
+                problems.append(f"power.members: xmrig {device.id!r} needs nominal_w")
+            elif device.id not in chosen:
+                chosen.append(device.id)
+    return chosen, problems
 
 
-def _allow_command_problems(device: DeviceConfig) -> list[str]:
-    catalog = KINDS[device.kind].catalog
-    return [
-        f"allow_commands: {name!r} is not a command {catalog.title} has"
-        for name in device.allow_commands
-        if catalog.command(name) is None
-    ]
+def is_pattern(member: str) -> bool:
+    return any(c in member for c in "*?[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +296,21 @@ class LoadedConfig:
     settings: Settings
     path: Path | None
     warnings: list[str]
+    groups: list[GroupSummary] = field(default_factory=list)
+
+    def summary_lines(self, where: str) -> list[str]:
+        """check-config's report: the device count per kind, then what each group made."""
+        s = self.settings
+        kinds = Counter(device.kind for device in s.devices)
+        devices = f"{len(s.devices)} device{'' if len(s.devices) == 1 else 's'}"
+        if kinds:
+            devices += f" ({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))})"
+        disabled = sum(not device.enabled for device in s.devices)
+        if disabled:
+            devices += f", {disabled} disabled"
+        lines = [f"{where}: ok — agent {s.agent.id}, {devices}, broker {s.mqtt.url}"]
+        lines.extend(f"  {g.label}: {g.count} {g.kind}, {g.first} … {g.last}" for g in self.groups)
+        return lines
 
 
 class ConfigError(Exception):
@@ -237,97 +322,101 @@ class ConfigError(Exception):
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Read, override and validate; raise ConfigError listing every problem found.
+    """Read, expand, override and validate; raise ConfigError listing every problem found.
 
-    `environ` feeds the per-device overrides; section overrides (`EDGE_AGENT_MQTT__URL`) are
-    read by pydantic-settings from the process environment.
+    `environ` feeds the per-device and per-kind overrides; section overrides
+    (`EDGE_AGENT_MQTT__URL`) are read by pydantic-settings from the process environment.
     """
     environ = os.environ if environ is None else environ
     where = str(path) if path else "<defaults>"
     data = _read_toml(path) if path else {}
     holds_secrets = _file_holds_secrets(data)
-    problems = _apply_device_env(data, environ, where)
-    raw_devices = data.pop("devices", [])
-    devices, broken, device_problems = _validate_devices(raw_devices, where)
-    problems.extend(device_problems)
-    _forget_broken_members(data, broken)
+    fleet = build_fleet(data, environ)
+    problems = [f"{where}: {problem}" for problem in fleet.problems]
+    _forget_broken_members(data, fleet)
     settings: Settings | None = None
     try:
         # With broken devices, still validate the rest so that every problem is listed at once.
-        settings = Settings(**data, devices=devices)
+        settings = Settings(**data, devices=fleet.devices)
     except ValidationError as exc:
-        problems.extend(f"{where}: {_describe(err)}" for err in exc.errors())
+        problems.extend(f"{where}: {p}" for p in _section_problems(exc, data, fleet.devices))
     except SettingsError as exc:  # an EDGE_AGENT_… variable that is not valid JSON
         problems.append(f"environment: {exc}")
     if problems or settings is None:
         raise ConfigError(problems)
-    return LoadedConfig(settings, path, _warnings(path, settings, holds_secrets))
+    warnings = _warnings(path, settings, holds_secrets)
+    return LoadedConfig(settings, path, warnings, fleet.groups)
 
 
-def _validate_devices(raw: Any, where: str) -> tuple[list[DeviceConfig], set[str], list[str]]:
-    """The devices that are valid, the ids of those that are not, and every problem."""
-    if not isinstance(raw, list):
-        return [], set(), [f"{where}: devices: must be a list of [[devices]] tables"]
-    devices: list[DeviceConfig] = []
-    broken: set[str] = set()
-    problems: list[str] = []
-    first_index: dict[str, int] = {}
-    for index, entry in enumerate(raw):
-        label = f"devices[{index}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: {label}: must be a [[devices]] table")
-            continue
-        if entry.get("id"):
-            label += f" ({entry['id']})"
-        device, found = _checked_device(entry, label, first_index)
-        if device is None:
-            problems.extend(f"{where}: {problem}" for problem in found)
-            broken.add(str(entry.get("id")))
+def _section_problems(
+    exc: ValidationError, data: dict[str, Any], devices: list[DeviceConfig]
+) -> list[str]:
+    errors = exc.errors()
+    found = [line for error in errors for line in _describe(error)]
+    if not any(not error["loc"] for error in errors):  # the checks across devices did not run
+        found.extend(_fleet_problems_behind(errors, data, devices))
+    return found
+
+
+def _fleet_problems_behind(
+    errors: list[Any], data: dict[str, Any], devices: list[DeviceConfig]
+) -> list[str]:
+    """Settings' checks across devices (power members) run only once every section is valid:
+    run them again with the wrong fields dropped, so that their problems come in this run too."""
+    for _ in range(3):  # a default standing in for a dropped field can clash too: drop again
+        data = _without_errors(data, errors)
+        try:
+            Settings(**data, devices=devices)
+        except ValidationError as again:
+            errors = again.errors()
+        except SettingsError:
+            return []
         else:
-            devices.append(device)
-        first_index.setdefault(str(entry.get("id")), index)  # broken entries claim ids too
-    return devices, broken, problems
+            return []
+        if any(not error["loc"] for error in errors):
+            return [line for e in errors if not e["loc"] for line in _describe(e)]
+    return []
 
 
-def _checked_device(
-    entry: dict[str, Any], label: str, first_index: dict[str, int]
-) -> tuple[DeviceConfig | None, list[str]]:
-    kind_problem = _kind_problem(entry)
-    if kind_problem:
-        return None, [f"{label}.kind: {kind_problem}"]
-    try:
-        device = KINDS[entry["kind"]].config.model_validate(entry)
-    except ValidationError as exc:
-        return None, [_at(label, err) for err in exc.errors()]
-    problems = [f"{label}.{problem}" for problem in _allow_command_problems(device)]
-    if device.id in first_index:
-        problems.append(f"{label}.id: already used by devices[{first_index[device.id]}]")
-    return (None if problems else device), problems
+def _without_errors(data: dict[str, Any], errors: list[Any]) -> dict[str, Any]:
+    """The data with each wrong field dropped, so that its default stands in for it (or the
+    whole section's defaults, when the field was not in the file or its default is refused)."""
+    kept = copy.deepcopy(data)
+    for error in errors:
+        section, name = [*error["loc"], None][:2]
+        table = kept.get(section)
+        if isinstance(table, dict) and name in table:
+            del table[name]
+        else:
+            kept.pop(section, None)
+    return kept
 
 
-def _at(label: str, error: Any) -> str:
-    """`devices[0] (rig1).poll_interval: …`, or `devices[0] (rig1): …` for a whole-entry error."""
-    return f"{label}{'.' if error.get('loc') else ': '}{_describe(error)}"
-
-
-def _forget_broken_members(data: dict[str, Any], broken: set[str]) -> None:
+def _forget_broken_members(data: dict[str, Any], fleet: Fleet) -> None:
     """A broken device is reported once, not again as an unknown power member."""
     power = data.get("power")
-    if broken and isinstance(power, dict) and isinstance(power.get("members"), list):
-        power["members"] = [m for m in power["members"] if m not in broken]
+    if not (fleet.broken and isinstance(power, dict) and isinstance(power.get("members"), list)):
+        return
+    valid = [device.id for device in fleet.devices]
+    power["members"] = [m for m in power["members"] if not _only_broken(m, valid, fleet.broken)]
+
+
+def _only_broken(member: Any, valid: list[str], broken: set[str]) -> bool:
+    if not isinstance(member, str) or not is_pattern(member):
+        return member in broken
+    return not fnmatch.filter(valid, member) and bool(fnmatch.filter(broken, member))
 
 
 def _file_holds_secrets(data: Mapping[str, Any]) -> bool:
     """Whether the file itself spells out a secret (not a *_file path, not the environment)."""
-    mqtt = data.get("mqtt")
-    if isinstance(mqtt, dict) and any(mqtt.get(n) for n in MqttSection.secret_fields):
-        return True
-    devices = data.get("devices")
-    for entry in devices if isinstance(devices, list) else ():
-        kind = KINDS.get(str(entry.get("kind"))) if isinstance(entry, dict) else None
-        if kind is not None and any(entry.get(n) for n in kind.config.secret_fields):
-            return True
-    return False
+    names = {*MqttSection.secret_fields}
+    names.update(n for kind in KINDS.values() for n in kind.config.secret_fields)
+    defaults = data.get("defaults")
+    tables = [data.get("mqtt"), *(defaults.values() if isinstance(defaults, dict) else ())]
+    for section in ("devices", "groups"):
+        listed = data.get(section)
+        tables.extend(listed if isinstance(listed, list) else ())
+    return any(isinstance(t, dict) and any(t.get(n) for n in names) for t in tables)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -342,32 +431,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
 
 
-def _apply_device_env(data: dict[str, Any], environ: Mapping[str, str], where: str) -> list[str]:
-    """`EDGE_AGENT_DEVICE__<ID>__<FIELD>=value` overrides one field of the device with that id."""
-    devices = data.get("devices")
-    entries = [d for d in devices if isinstance(d, dict)] if isinstance(devices, list) else []
-    by_id = {str(d.get("id", "")).lower(): d for d in entries}
-    problems = []
-    for name, value in environ.items():
-        if not name.startswith(DEVICE_ENV_PREFIX):
-            continue
-        device_id, _, field = name[len(DEVICE_ENV_PREFIX) :].lower().partition("__")
-        target = by_id.get(device_id) or by_id.get(device_id.replace("_", "-"))
-        if target is None or not field:
-            problems.append(f"{where}: {name} names no configured device field")
-        else:
-            target[field] = value
-    return problems
-
-
-def _describe(error: Any) -> str:
-    path = ""
-    for part in error.get("loc", ()):
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    if error.get("type") == "extra_forbidden":
-        message = "unknown field (check the spelling against config.example.toml)"
-    return f"{path}: {message}" if path else message
+def _describe(error: Any) -> list[str]:
+    path, message = error_path_and_message(error)
+    return [f"{path}: {line}" if path else line for line in message.splitlines()]
 
 
 def _warnings(path: Path | None, settings: Settings, holds_secrets: bool) -> list[str]:

@@ -22,8 +22,9 @@ from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, LoadedConfig, Settings, load_config
 from agent.devices import KINDS
 from agent.logs import get_logger, register_secrets
-from agent.runtime.announcer import Announcer
+from agent.runtime.announcer import CLEAR_STATE_AFTER_S, Announcer
 from agent.runtime.commands import CommandRouter
+from agent.runtime.energy import EnergyBook, metered, state_directory
 from agent.runtime.mqtt import Inbound, MqttLink
 from agent.runtime.sweeper import StaleDeviceSweeper
 from agent.runtime.systemd import Notifier
@@ -66,6 +67,11 @@ class Agent:
             enabled=ha.enabled,
         )
         self.router = CommandRouter(self)
+        self.energy = EnergyBook(
+            state_directory(self.settings.agent.state_directory),
+            members=self._site_members(self.settings),
+            on_saved=self.publish_site_energy,
+        )
         self.sweeper = StaleDeviceSweeper(
             self.link, self.topics, ha.discovery_prefix, lambda: set(self.workers)
         )
@@ -83,6 +89,7 @@ class Agent:
         for device in self.settings.devices:
             self._add_worker(device)
         self.router.start_power()
+        self.publish_site_energy()
         self.publish_info()
         self.router.announce_bridge()
         self.link.start()
@@ -102,6 +109,7 @@ class Agent:
         log.info("agent stopping")
         await self.router.close()
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        self.energy.save()
         final = {self.topics.availability(d): b"offline" for d in self.workers}
         final[self.topics.bridge_state] = b"offline"
         await asyncio.to_thread(self.link.stop, final)
@@ -136,6 +144,7 @@ class Agent:
             offline_after=agent.offline_after,
             state_refresh=agent.state_refresh,
             jitter=agent.jitter,
+            energy=self.energy if metered(KINDS[device.kind].catalog) else None,
         )
         self.workers[device.id] = worker
         worker.state = last_state
@@ -146,6 +155,12 @@ class Agent:
         worker = self.workers.pop(device_id)
         await worker.stop()
         self.announcer.forget_device(device_id)
+        assert self.loop is not None
+        self.loop.call_later(CLEAR_STATE_AFTER_S, self._clear_device_topics, device_id)
+
+    def _clear_device_topics(self, device_id: str) -> None:
+        if device_id in self.workers:
+            return  # added back meanwhile: its topics are live again
         for topic in (self.topics.state(device_id), self.topics.availability(device_id)):
             self.link.clear_retained(topic)
 
@@ -186,6 +201,18 @@ class Agent:
         self._info_pending = False
         self.publish_info()
 
+    def publish_site_energy(self) -> None:
+        if self.settings.power.enabled:
+            self.link.publish_retained(self.site_energy_topic, _json(self.energy.site_state()))
+
+    @property
+    def site_energy_topic(self) -> str:
+        return f"{self.topics.bridge}/energy"
+
+    @staticmethod
+    def _site_members(settings: Settings) -> list[str]:
+        return list(settings.power.members) if settings.power.enabled else []
+
     def publish_info(self) -> None:
         self.link.publish_retained(self.topics.bridge_info, _json(self.info()))
 
@@ -224,6 +251,7 @@ class Agent:
             "uptime_s": round(time.monotonic() - self.started),
             "mqtt_connected": mqtt_ok,
             "mqtt_connects": self.link.connects,
+            "mqtt_denied": self.link.denied,  # publishes/subscriptions the broker's ACL refused
             "devices": len(self.workers),
             "devices_online": online,
             "devices_offline": offline,
@@ -263,6 +291,7 @@ class Agent:
         changed = [i for i in fresh if i in old and fresh[i] != old[i]]
         added = [i for i in fresh if i not in old]
         self.settings = new
+        self.energy.members = self._site_members(new)
         for device_id in removed:
             await self._remove_worker(device_id)
         for device_id in changed:

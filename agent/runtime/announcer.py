@@ -8,6 +8,7 @@ an empty retained payload instead of lingering in Home Assistant.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from agent.catalog.discovery import (
     ORIGIN,
     DiscoveryContext,
     device_block,
+    device_info_entities,
     entity_payload,
     lookup,
     topic,
@@ -26,6 +28,10 @@ from agent.config.base import DeviceConfig
 from agent.logs import get_logger
 
 log = get_logger("discovery")
+# A removed device's state and availability topics are cleared this long after its discovery
+# configs: an empty state reaching an entity Home Assistant has not dropped yet is a template
+# error in its log.
+CLEAR_STATE_AFTER_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,11 @@ class Announcer:
         for entity in entities:
             config = entity_payload(self.ctx, catalog, node, entity, device)
             config["unique_id"] = f"edgeagent_bridge_{self.ctx.agent_id}_{entity.key}"
+            # The id Home Assistant 2024.1 derives (device name + entity name), so that a
+            # dashboard written once works with every release.
+            config["default_entity_id"] = (
+                f"{entity.platform}.{_slug(str(device['name']))}_{_slug(entity.name or '')}"
+            )
             config["availability"] = [{"topic": self.ctx.bridge_state}]
             config.pop("availability_mode", None)
             payloads[topic(self.ctx, entity.platform, node, entity.key)] = _encode(config)
@@ -153,15 +164,19 @@ def _signature(
 def announced_entities(
     catalog: Catalog, state: Mapping[str, Any] | None, allowed: Collection[str]
 ) -> list[EntityDescription]:
-    """A control for a disruptive command appears only where that command is allowed: a
-    reboot button that can only ever answer "not allowed" is worse than none."""
+    """A control for a gated (disruptive or sensitive) command appears only where that command
+    is allowed: a reboot button that can only ever answer "not allowed" is worse than none."""
     found = []
-    for entity in catalog.entities_for(state):
+    for entity in [*catalog.entities_for(state), *device_info_entities(catalog)]:
         spec = catalog.command(entity.command) if entity.command else None
-        if spec is not None and spec.disruptive and spec.name not in allowed:
+        if spec is not None and spec.gated and spec.name not in allowed:
             continue
         found.append(entity)
     return found
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def _encode(payload: dict[str, Any]) -> bytes:

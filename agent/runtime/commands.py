@@ -18,13 +18,12 @@ from agent.catalog.validate import (
     decode_payload,
     parse_command_payload,
     parse_set_payload,
-    redact_params,
-    resolve_command,
-    validate_params,
 )
 from agent.config.settings import ConfigError
 from agent.errors import AgentError, UnknownCommandError, ValidationError
 from agent.logs import get_logger, redact_text
+from agent.runtime.energy import site_entity
+from agent.runtime.gate import CommandGate, Origin, command_result
 from agent.runtime.mqtt import Inbound
 
 if TYPE_CHECKING:
@@ -53,6 +52,8 @@ class CommandRouter:
         self.agent = agent
         self.in_flight = 0
         self.power: PowerController | None = None
+        self.gate = CommandGate(self._publish_audit)
+        self._announced_max_w: int | None = None
 
     # routing ---------------------------------------------------------------------------
 
@@ -102,14 +103,14 @@ class CommandRouter:
         try:
             decode_payload(message.payload)
             data = self.power.set_request(sub, message.payload)
-            result = _result(request, started, ok=True, data=data)
+            result = command_result(request, started, ok=True, data=data)
         except (AgentError, UnicodeDecodeError) as exc:
             error = (
                 exc.as_dict()
                 if isinstance(exc, AgentError)
                 else {"code": "validation", "message": "payload is not UTF-8 text"}
             )
-            result = _result(request, started, ok=False, error=error)
+            result = command_result(request, started, ok=False, error=error)
         log.info("power request", ok=result["ok"], error=result["error"], data=result["data"])
         self._reply(self.agent.topics.power + "/result", result, message)
 
@@ -129,27 +130,19 @@ class CommandRouter:
     async def run_command(
         self, worker: DeviceWorker, message: Inbound, topic_command: str | None
     ) -> None:
-        started = time.monotonic()
-        request = CommandRequest(topic_command, {})
+        origin = Origin("mqtt", message.topic, message.response_topic, message.user_properties)
         self.in_flight += 1
         try:
-            request = self._parse(worker, message.payload, topic_command)
-            data = await self._execute(worker, request)
-            result = _result(request, started, ok=True, data=data)
-        except AgentError as exc:
-            if isinstance(exc.data, dict) and "transaction" in exc.data:
-                request = CommandRequest(request.name, {}, exc.data["transaction"])
-                exc.data = None
-            result = _result(request, started, ok=False, error=exc.as_dict())
-        except Exception as exc:  # the agent must answer even when a driver misbehaves
-            log.exception("command crashed", device=worker.id, command=request.name)
-            message_text = f"internal error: {type(exc).__name__}"
-            result = _result(
-                request, started, ok=False, error={"code": "internal", "message": message_text}
+            result = await self.gate.run(
+                worker.config,
+                worker.kind.catalog,
+                origin,
+                lambda: self._parse(worker, message.payload, topic_command),
+                lambda name, params: self._execute(worker, name, params),
+                name=topic_command,
             )
         finally:
             self.in_flight -= 1
-        self._log_result(worker, result)
         self._reply(self.agent.topics.result(worker.id), result, message)
 
     def _parse(
@@ -164,42 +157,30 @@ class CommandRouter:
             raise UnknownCommandError(f"unknown command {topic_command!r} for {catalog.title}")
         return parse_command_payload(spec, payload)
 
-    async def _execute(self, worker: DeviceWorker, request: CommandRequest) -> Any:
-        spec = resolve_command(worker.kind.catalog, request.name, worker.config.allow_commands)
-        params = validate_params(spec, request.params)
-        log.info("command", device=worker.id, command=spec.name, params=redact_params(spec, params))
-        data = await worker.execute(spec.name, params, self.agent.settings.agent.command_timeout)
+    async def _execute(self, worker: DeviceWorker, name: str, params: dict[str, Any]) -> Any:
+        data = await worker.execute(name, params, self.agent.settings.agent.command_timeout)
         worker.poll_soon()  # show the command's effect without waiting a whole interval
         return data
 
     async def execute_internal(
         self, worker: DeviceWorker, command: str, params: dict[str, Any], *, transaction: str
     ) -> dict[str, Any]:
-        """A command the agent itself sends (site power control): the same validation, the
-        same execution and the same result topic as a command from MQTT."""
-        started = time.monotonic()
-        request = CommandRequest(command, params, transaction)
-        try:
-            data = await self._execute(worker, request)
-            result = _result(request, started, ok=True, data=data)
-        except AgentError as exc:
-            result = _result(request, started, ok=False, error=exc.as_dict())
-        self._log_result(worker, result)
+        """A command the agent itself sends (site power control): the same gate, the same
+        execution, the same audit and the same result topic as a command from MQTT."""
+        result = await self.gate.run(
+            worker.config,
+            worker.kind.catalog,
+            Origin("power"),
+            lambda: CommandRequest(command, params, transaction),
+            lambda name, clean: self._execute(worker, name, clean),
+        )
         self._reply(self.agent.topics.result(worker.id), result, None)
         return result
 
-    def _log_result(self, worker: DeviceWorker, result: dict[str, Any]) -> None:
-        if result["ok"]:
-            log.info(
-                "command done",
-                device=worker.id,
-                command=result["command"],
-                duration_ms=result["duration_ms"],
-            )
-        else:
-            log.warning(
-                "command failed", device=worker.id, command=result["command"], error=result["error"]
-            )
+    def _publish_audit(self, entry: dict[str, Any]) -> None:
+        if self.agent.settings.agent.audit_topic:  # read each time: a reload may turn it on
+            payload = redact_text(json.dumps(entry, default=str))
+            self.agent.link.publish(self.agent.topics.audit, payload)
 
     def _reply(self, topic: str, body: dict[str, Any], message: Inbound | None) -> None:
         """Every answer: on its topic, and on the MQTT 5 response topic when one was given."""
@@ -374,10 +355,19 @@ class CommandRouter:
 
     def announce_bridge(self) -> None:
         entities = self.bridge_entities() + self.power_entities()
+        if self.power is not None:
+            entities.append(site_entity(self.agent.site_energy_topic))
         self.agent.announcer.announce_bridge(entities, BRIDGE_CATALOG)
 
     def device_polled(self, worker: DeviceWorker) -> None:
-        """Site power control reads members' states on its own tick; nothing to do here."""
+        """Site power control reads members' states on its own tick; the site target's range
+        in Home Assistant follows what it learned (before that its maximum is a placeholder)."""
+        if self.power is None or worker.id not in self.agent.settings.power.members:
+            return
+        maximum = round(self.power.fleet_max_w())
+        if maximum != self._announced_max_w:
+            self._announced_max_w = maximum
+            self.announce_bridge()
 
     def start_power(self) -> None:
         from agent.power.controller import PowerController
@@ -434,21 +424,3 @@ def _request_body(payload: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValidationError("a request is a JSON object (or empty)")
     return body
-
-
-def _result(
-    request: CommandRequest,
-    started: float,
-    *,
-    ok: bool,
-    data: Any = None,
-    error: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "command": request.name,
-        "transaction": request.transaction,
-        "ok": ok,
-        "error": error,
-        "data": data,
-        "duration_ms": round((time.monotonic() - started) * 1000, 1),
-    }

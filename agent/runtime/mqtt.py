@@ -9,19 +9,27 @@
 - Everything else (results, events, responses) goes straight to paho's queue, bounded by
   `mqtt.max_queued`.
 - Subscriptions are remembered and made again on every connect.
+- Broker trouble is logged as structured events that say why: `mqtt connection refused`
+  (cause `credentials`, `tls` or `broker`), `mqtt broker unreachable` (with the reason and when
+  the next attempt is), `mqtt disconnected`. A publish or subscription the broker's ACL denies
+  (an MQTT 5 reason code) is logged once per topic, never retried in a loop. paho's own log
+  lines never reach the journal raw: its warnings and errors become `mqtt client` events.
 Callbacks run on paho's network thread; `on_message` must hand work off, never block.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -38,6 +46,27 @@ RETAINED_WINDOW = 200  # retained publishes awaiting their PUBACK at once
 # paho's QoS 1 window: room for the whole retained window plus results, so nothing waits in
 # paho's own queue (each PUBACK rescans that queue).
 INFLIGHT = RETAINED_WINDOW + 100
+MAX_DENIED_TOPICS = 1000  # topics remembered as denied (each logged once); the rest are counted
+# paho logs this on every failed reconnect cycle; our own events already say why, and when next.
+_PAHO_NOISE = ("Client is not connected",)
+# CONNACK reason codes that mean "your credentials": 3.1.1 return codes 4 and 5, MQTT 5 0x86,
+# 0x87 and 0x8C (bad authentication method).
+_CREDENTIAL_CODES = frozenset({4, 5, 0x86, 0x87, 0x8C})
+
+
+class _PahoEvents(logging.Handler):
+    """paho's stdlib log → structured events: warnings and errors only, minus known noise."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if not text.startswith(_PAHO_NOISE):
+            log.warning("mqtt client", detail=text, paho_level=record.levelname.lower())
+
+
+_paho_log = logging.getLogger("agent.mqtt.paho")
+_paho_log.setLevel(logging.WARNING)  # paho's debug lines are not even formatted
+_paho_log.propagate = False  # never Python's last-resort handler, which prints raw lines
+_paho_log.addHandler(_PahoEvents())
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +75,7 @@ class Inbound:
     payload: bytes
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()  # MQTT 5, for the audit trail
 
 
 class MqttLink:
@@ -75,6 +105,11 @@ class MqttLink:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.connects = 0
+        self.denied = 0  # publishes and subscriptions the broker refused, for health
+        self._denied_topics: set[tuple[str, str]] = set()
+        self._sub_mids: dict[int, list[str]] = {}
+        self._retry_delay: float | None = None  # mirrors paho's reconnect backoff
+        self._failures = 0
         self._stopping = False
         self.client = self._make_client(client_id)
 
@@ -90,12 +125,10 @@ class MqttLink:
             protocol=protocol,
             clean_session=None if self.v5 else True,
         )
-        client.enable_logger(None)  # paho's own logging stays quiet; we log what matters
+        client.enable_logger(_paho_log)
         client.will_set(self.will_topic, b"offline", qos=1, retain=True)
-        client.reconnect_delay_set(
-            min_delay=max(1, int(self.settings.reconnect_min)),
-            max_delay=max(1, int(self.settings.reconnect_max)),
-        )
+        low, high = _backoff_bounds(self.settings)
+        client.reconnect_delay_set(min_delay=low, max_delay=high)
         client.max_queued_messages_set(self.settings.max_queued + RETAINED_WINDOW + INFLIGHT)
         client.max_inflight_messages_set(INFLIGHT)
         if self.settings.username:
@@ -106,7 +139,9 @@ class MqttLink:
         if self.settings.tls:
             self._configure_tls(client)
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
+        client.on_subscribe = self._handle_subscribe
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         client.on_socket_open = _no_delay
@@ -154,7 +189,7 @@ class MqttLink:
             new = [t for t in topics if t not in self._subscriptions]
             self._subscriptions.update(new)
         if new and self.connected.is_set():
-            self.client.subscribe([(t, 1) for t in new])
+            self._subscribe(new)
 
     def unsubscribe(self, topic: str) -> None:
         with self._lock:
@@ -214,9 +249,44 @@ class MqttLink:
                 if not self._sending:
                     self._acked_early.clear()  # the rest were results' and events' PUBACKs
 
+    def _subscribe(self, topics: list[str]) -> None:
+        _, mid = self.client.subscribe([(t, 1) for t in topics])
+        if mid is not None:
+            self._sub_mids[mid] = topics
+
+    def _handle_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        topics = self._sub_mids.pop(mid, [])
+        for index, reason in enumerate(reasons):
+            if isinstance(reason, ReasonCode) and reason.is_failure:
+                topic = topics[index] if index < len(topics) else "?"
+                self._report_denied("subscribe", topic, reason)
+
+    def _report_denied(self, action: str, topic: str, reason: ReasonCode) -> None:
+        """Once per topic: a broker that denies a topic denies it every time."""
+        self.denied += 1
+        key = (action, topic)
+        if key in self._denied_topics:
+            return
+        if len(self._denied_topics) < MAX_DENIED_TOPICS:
+            self._denied_topics.add(key)
+        log.error(
+            f"mqtt {action} denied",
+            topic=topic,
+            reason=str(reason),
+            reason_code=reason.value,
+            hint=f"the broker's ACL does not let user {self.settings.username!r} {action} "
+            "there; later denials of this topic are counted, not logged",
+        )
+
     def _handle_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
+        if isinstance(reason, ReasonCode) and reason.is_failure:
+            # paho still holds the message while it calls back: its topic is there.
+            message = getattr(client, "_out_messages", {}).get(mid)
+            self._report_denied("publish", getattr(message, "topic", "?"), reason)
         with self._lock:
             known = mid in self._pumped
             self._pumped.discard(mid)
@@ -250,9 +320,12 @@ class MqttLink:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         if reason.is_failure:
-            log.error("mqtt connection refused", reason=str(reason))
+            cause = "credentials" if reason.value in _CREDENTIAL_CODES else "broker"
+            log.error("mqtt connection refused", cause=cause, reason=str(reason), **self._retry())
             return
         self.connects += 1
+        self._retry_delay = None
+        self._failures = 0
         with self._lock:
             topics = sorted(self._subscriptions)
             self.connected.set()
@@ -260,7 +333,7 @@ class MqttLink:
             self._acked_early.clear()
             self._dirty = OrderedDict(self._retained)
         if topics:
-            client.subscribe([(t, 1) for t in topics])
+            self._subscribe(topics)
         self._pump()
         log.info("mqtt connected", broker=f"{self.settings.host}:{self.settings.port}")
         self._on_connected()
@@ -271,9 +344,29 @@ class MqttLink:
         was_connected = self.connected.is_set()
         self.connected.clear()
         if was_connected and not self._stopping:
-            log.warning("mqtt disconnected; reconnecting", reason=str(reason))
+            log.warning("mqtt disconnected", reason=str(reason), **self._retry())
             if self._on_disconnected is not None:
                 self._on_disconnected()
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """paho calls this inside its `except OSError`, so the exception says why."""
+        cause, reason = describe_failure(sys.exc_info()[1])
+        event = "mqtt connection refused" if cause == "tls" else "mqtt broker unreachable"
+        self._failures += 1
+        log.error(event, cause=cause, reason=reason, attempt=self._failures, **self._retry())
+
+    def _retry(self) -> dict[str, Any]:
+        """When paho tries again: its backoff starts at reconnect_min after a success and
+        doubles after each failure up to reconnect_max, as reconnect_delay_set describes."""
+        low, high = _backoff_bounds(self.settings)
+        delay = low if self._retry_delay is None else min(self._retry_delay * 2, high)
+        self._retry_delay = delay
+        at = datetime.now(UTC) + timedelta(seconds=delay)
+        return {
+            "broker": f"{self.settings.host}:{self.settings.port}",
+            "retry_in_s": delay,
+            "next_retry": at.isoformat(timespec="seconds"),
+        }
 
     def _handle_message(
         self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
@@ -281,8 +374,30 @@ class MqttLink:
         props = getattr(message, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
+        user = tuple(getattr(props, "UserProperty", None) or ()) if props else ()
         payload = bytes(message.payload)
-        self._on_message(Inbound(message.topic, payload, response_topic, correlation))
+        self._on_message(Inbound(message.topic, payload, response_topic, correlation, user))
+
+
+def _backoff_bounds(settings: MqttSection) -> tuple[int, int]:
+    return max(1, int(settings.reconnect_min)), max(1, int(settings.reconnect_max))
+
+
+def describe_failure(exc: BaseException | None) -> tuple[str, str]:
+    """A failed connection attempt → (cause, reason) an operator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls", f"the broker's certificate is not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return "tls", f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "unreachable", "connection refused: nothing listens on that port"
+    if isinstance(exc, socket.gaierror):
+        return "unreachable", f"host name not resolved: {exc.strerror}"
+    if isinstance(exc, TimeoutError):
+        return "unreachable", "timed out"
+    if isinstance(exc, OSError):
+        return "unreachable", exc.strerror or type(exc).__name__
+    return "unreachable", "connection failed"
 
 
 def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:

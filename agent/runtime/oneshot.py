@@ -11,19 +11,16 @@ from typing import Any
 
 from agent.catalog.discovery import DiscoveryContext, entity_payload, topic
 from agent.catalog.discovery import device_block as make_device_block
-from agent.catalog.validate import (
-    CommandRequest,
-    parse_command_payload,
-    resolve_command,
-    validate_params,
-)
+from agent.catalog.model import Catalog
+from agent.catalog.validate import CommandRequest, parse_command_payload
 from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, Settings
 from agent.devices import KINDS
 from agent.devices.base import PollResult
-from agent.errors import AgentError, UnknownCommandError
+from agent.errors import AgentError, ErrorCode, UnknownCommandError
 from agent.logs import redact_text
 from agent.runtime.announcer import announced_entities
+from agent.runtime.gate import CommandGate, Origin
 
 
 def find_device(settings: Settings, device_id: str) -> DeviceConfig:
@@ -49,26 +46,66 @@ async def poll_once(settings: Settings, device_id: str) -> PollResult:
 async def send_once(
     settings: Settings, device_id: str, command: str, args: list[str]
 ) -> dict[str, Any]:
+    """`send --direct`: the device's own client, in this process."""
     device = find_device(settings, device_id)
     kind = KINDS[device.kind]
-    started = time.monotonic()
-    request = CommandRequest(command, {})
-    driver = None
-    try:
-        spec = kind.catalog.command(command)
-        if spec is None:
-            raise UnknownCommandError(f"unknown command {command!r} for {kind.catalog.title}")
-        request = cli_request(spec.name, args, spec)
-        spec = resolve_command(kind.catalog, request.name, device.allow_commands, via_mqtt=False)
-        params = validate_params(spec, request.params)
+
+    def prepare() -> CommandRequest:
+        return prepared_request(kind.catalog, command, args)
+
+    async def execute(name: str, params: dict[str, Any]) -> Any:
         driver = kind.driver(device)
-        data = await driver.execute(spec.name, params)
-        error = None
-    except AgentError as exc:
-        data, error = None, exc.as_dict()
-    finally:
-        if driver is not None:
+        try:
+            return await driver.execute(name, params)
+        finally:
             await driver.close()
+
+    gate = CommandGate()
+    return await gate.run(device, kind.catalog, Origin("cli"), prepare, execute, name=command)
+
+
+def send_through_agent(
+    settings: Settings, device_id: str, command: str, args: list[str]
+) -> dict[str, Any]:
+    """`send`: the command goes to the running agent over MQTT and its one result comes back,
+    so one token client serves the whole host (a Whatsminer gives 32 tokens per IP)."""
+    from agent.tools.bridge import BridgeClient, BridgeError
+
+    device = find_device(settings, device_id)
+    started = time.monotonic()
+    try:
+        request = prepared_request(KINDS[device.kind].catalog, command, args)
+    except AgentError as exc:
+        return _result(command, started, None, exc.as_dict())
+    wait = settings.agent.command_timeout + 5.0  # the agent answers a timeout itself first
+    try:
+        with BridgeClient(settings) as client:
+            if not client.agent_online():
+                raise BridgeError(
+                    f"agent {settings.agent.id!r} is not running (bridge state not online); "
+                    "start it, or send with --direct"
+                )
+            name = request.name or command
+            result: dict[str, Any] = client.command(device.id, name, request.params, wait)
+            return result
+    except BridgeError as exc:
+        error = {"code": ErrorCode.UNREACHABLE, "message": str(exc)}
+        return _result(command, started, None, error)
+
+
+def prepared_request(catalog: Catalog, command: str, args: list[str]) -> CommandRequest:
+    spec = catalog.command(command)
+    if spec is None:
+        known = ", ".join(c.name for c in catalog.commands)
+        raise UnknownCommandError(
+            f"unknown command {command!r} for {catalog.title}; its commands: {known}"
+        )
+    return cli_request(spec.name, args, spec)
+
+
+def _result(
+    command: str, started: float, data: Any, error: dict[str, Any] | None
+) -> dict[str, Any]:
     return {
         "command": command,
         "transaction": None,

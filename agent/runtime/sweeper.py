@@ -10,11 +10,13 @@ availability.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
 
 from agent.logs import get_logger
+from agent.runtime.announcer import CLEAR_STATE_AFTER_S
 from agent.runtime.mqtt import Inbound, MqttLink
 from agent.runtime.topics import Topics
 
@@ -69,6 +71,11 @@ class StaleDeviceSweeper:
         for device in removed:
             self.sweeping.add(device)
             self.link.subscribe(self._pattern(device))
+        # After the configs (cleared as they arrive), so that no entity gets an empty state.
+        asyncio.get_running_loop().call_later(CLEAR_STATE_AFTER_S, self._clear_states, removed)
+
+    def _clear_states(self, removed: set[str]) -> None:
+        for device in removed - self.current_ids():
             self.link.clear_retained(self.topics.state(device))
             self.link.clear_retained(self.topics.availability(device))
 

@@ -23,6 +23,10 @@ class Topics:
         return f"{self.bridge}/info"
 
     @property
+    def audit(self) -> str:
+        return f"{self.bridge}/audit"
+
+    @property
     def power(self) -> str:
         return f"{self.bridge}/power"
 

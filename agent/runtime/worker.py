@@ -21,6 +21,7 @@ from agent.devices import DeviceKind
 from agent.devices.base import Driver, PollResult
 from agent.errors import AgentError, DeviceTimeoutError, ErrorCode
 from agent.logs import get_logger
+from agent.runtime.energy import EnergyBook
 
 log = get_logger("device")
 
@@ -56,6 +57,7 @@ class DeviceWorker:
         state_refresh: float,
         jitter: float,
         driver_factory: Callable[[DeviceConfig], Driver[Any]] | None = None,
+        energy: EnergyBook | None = None,
     ) -> None:
         self.config = config
         self.kind = kind
@@ -64,6 +66,7 @@ class DeviceWorker:
         self.state_refresh = config.state_refresh or state_refresh
         self.jitter = jitter
         self.driver: Driver[Any] = (driver_factory or kind.driver)(config)
+        self.energy = energy  # set for kinds whose state carries an energy counter
         self.lock = asyncio.Lock()
         self.stats = PollStats()
         self.state: dict[str, Any] | None = None
@@ -177,6 +180,8 @@ class DeviceWorker:
         self.stats.consecutive_failures = 0
         self.stats.last_error = None
         self.stats.last_success = time.time()
+        if self.energy is not None:
+            self.energy.record(self.id, self.config.poll_interval, result.state)
         self.state = result.state
         if self.available is not True:
             if self.available is False:

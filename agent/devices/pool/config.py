@@ -25,6 +25,7 @@ class PoolConfig(DeviceConfig):
     """
 
     secret_fields: ClassVar[tuple[str, ...]] = ("api_key",)
+    shared_address: ClassVar[bool] = True  # one pool API serves many accounts
 
     kind: Literal["pool"]
     url: str

@@ -37,6 +37,18 @@ FIELDS = (
     StateField("server.live_streams", "integer", "streams with an active publisher"),
     StateField("server.clients", "integer", "clients (players and publishers), per-vhost sum"),
     StateField("server.restarts", "integer", "SRS restarts this agent noticed (new service id)"),
+    StateField(
+        "server.raw_api",
+        "boolean",
+        "SRS's raw API is on (`http_api.raw_api.enabled`, as `rpc=raw` reports it); null until "
+        "known",
+    ),
+    StateField(
+        "server.reload_allowed",
+        "boolean",
+        "`reload` can work: raw API and `allow_reload` on; the Reload button exists only while "
+        "true",
+    ),
     StateField("vhosts[].id", "string", "SRS vhost id"),
     StateField("vhosts[].name", "string", "vhost name (`__defaultVhost__` for the default)"),
     StateField("vhosts[].enabled", "boolean", "vhost enabled"),
@@ -145,14 +157,17 @@ ENTITIES = (
         entity_category="diagnostic",
         icon="mdi:tag",
     ),
-    EntityDescription(
-        "reload",
-        "button",
-        "Reload config",
-        command="reload",
-        entity_category="config",
-        icon="mdi:reload",
-    ),
+)
+
+# A stock SRS has its raw API off and answers every reload with code 1061: the button is
+# announced only while the server itself says a reload would be accepted.
+RELOAD_BUTTON = EntityDescription(
+    "reload",
+    "button",
+    "Reload config",
+    command="reload",
+    entity_category="config",
+    icon="mdi:reload",
 )
 
 # Neither command is disruptive in the sense of design §5. `reload` is SRS's own SIGHUP: it
@@ -178,12 +193,19 @@ COMMANDS = (
     CommandSpec(
         "reload",
         "Reload SRS's config file (raw API `rpc=reload`; needs http_api.raw_api.enabled and "
-        "allow_reload on).",
+        "allow_reload on, which a stock SRS has off: refused as `unsupported` where the server "
+        "said so).",
     ),
 )
 
 
-def _watched_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
+def _state_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
+    server = state.get("server")
+    reload = isinstance(server, Mapping) and server.get("reload_allowed") is True
+    return [*([RELOAD_BUTTON] if reload else []), *_watched_entities(state)]
+
+
+def _watched_entities(state: Mapping[str, Any]) -> list[EntityDescription]:
     watched = state.get("watched")
     if not isinstance(watched, Mapping):
         return []
@@ -245,6 +267,6 @@ CATALOG = Catalog(
     fields=FIELDS,
     entities=ENTITIES,
     commands=COMMANDS,
-    dynamic_entities=_watched_entities,
+    dynamic_entities=_state_entities,
     device_info=DeviceInfoPaths(sw_version="server.version", serial_number="server.id"),
 )

@@ -113,6 +113,16 @@ class SrsClient:
     def client(self, client_id: str) -> dict[str, Any]:
         return _object(self.get(f"{API}/clients/{quote(client_id, safe='')}", "client"), "client")
 
+    def raw_api(self) -> dict[str, Any]:
+        """Raw API `rpc=raw`: SRS's `http_api.raw_api` switches (`enabled`, `allow_reload`,
+        …). SRS answers it whether or not the raw API is on, so it tells what a reload would
+        meet without trying one."""
+        http_api = self.get(f"{API}/raw", "http_api", params={"rpc": "raw"})["http_api"]
+        switches = http_api.get("raw_api") if isinstance(http_api, dict) else None
+        if not isinstance(switches, dict):
+            raise ProtocolError("SRS's rpc=raw reply has no http_api.raw_api object")
+        return switches
+
     # --- writes ------------------------------------------------------------------------
     def kick_client(self, client_id: str) -> dict[str, Any]:
         """`DELETE /api/v1/clients/{id}`: SRS closes that connection (player or publisher)."""

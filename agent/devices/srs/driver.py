@@ -2,7 +2,9 @@
 
 One poll is four requests when every list fits in a page (summaries, vhosts, streams,
 clients): summaries carries the version, process and host figures, and the vhost list gives
-SRS's own per-vhost counts and 30 s bitrates, whose sums are the server totals.
+SRS's own per-vhost counts and 30 s bitrates, whose sums are the server totals. A fifth,
+`rpc=raw`, asks whether the raw API would take a reload: on the first poll, after SRS
+restarted or reloaded, and every RAW_API_RECHECK_POLLS polls (an operator's config edit).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from agent.devices.base import BlockingDriver, PollResult
 from agent.devices.srs.catalog import CATALOG, stream_label
 from agent.devices.srs.client import Identity, Listing, SrsClient
 from agent.devices.srs.config import DEFAULT_VHOST, SrsConfig, stream_key
-from agent.errors import DeviceError, ProtocolError, UnknownCommandError
+from agent.errors import DeviceError, ProtocolError, UnknownCommandError, UnsupportedError
 
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 Row = dict[str, Any]
+RAW_API_RECHECK_POLLS = 12
+RAW_API_REFUSED = 1061  # SRS: raw API off, or a reload with allow_reload off
 
 
 class SrsDriver(BlockingDriver[SrsConfig]):
@@ -38,10 +42,13 @@ class SrsDriver(BlockingDriver[SrsConfig]):
         )
         self.watch = watch_slugs(config.watch_streams)
         self.tracker = StreamTracker()
+        self.raw_api = RawApiSwitches()
         self._version: tuple[Identity | None, str | None] | None = None
 
     def poll_blocking(self) -> PollResult:
         summary = self.client.summaries()
+        if self.raw_api.due(self.client.identity):
+            self.raw_api.learn(self.client.identity, self._ask_raw_api())
         vhosts = self.client.vhosts()
         streams = self.client.streams(self.config.max_streams)
         clients = (
@@ -58,6 +65,8 @@ class SrsDriver(BlockingDriver[SrsConfig]):
             state["server"]["version"] = self._fallback_version(identity)
         events = self.tracker.update(identity, state["streams"], complete=not streams.truncated)
         state["server"]["restarts"] = self.tracker.restarts
+        state["server"]["raw_api"] = self.raw_api.enabled
+        state["server"]["reload_allowed"] = self.raw_api.reload_allowed
         raw = {
             "summaries": summary,
             "vhosts": vhosts,
@@ -77,9 +86,31 @@ class SrsDriver(BlockingDriver[SrsConfig]):
         if command == "kick_client":
             return self._kick(params["client_id"])
         if command == "reload":
-            self.client.reload()
-            return {"reloaded": True}
+            return self._reload()
         raise UnknownCommandError(f"SRS has no command {command!r}")
+
+    def _ask_raw_api(self) -> Mapping[str, Any] | None:
+        """SRS's raw-API switches; None when its answer says nothing usable. Transport
+        failures fail the poll like any other request."""
+        try:
+            return self.client.raw_api()
+        except UnsupportedError:  # no rpc=raw at all: no raw API to reload through
+            return {"enabled": False, "allow_reload": False}
+        except (DeviceError, ProtocolError):
+            return None
+
+    def _reload(self) -> dict[str, Any]:
+        refusal = self.raw_api.refusal()
+        if refusal is not None:
+            raise UnsupportedError(refusal)
+        try:
+            self.client.reload()
+        except DeviceError as exc:
+            if exc.device_code == RAW_API_REFUSED:
+                self.raw_api.reload_refused()
+            raise
+        self.raw_api.reloaded()
+        return {"reloaded": True}
 
     def _kick(self, client_id: str) -> dict[str, Any]:
         try:
@@ -96,6 +127,67 @@ class SrsDriver(BlockingDriver[SrsConfig]):
 
     def close_blocking(self) -> None:
         self.client.close()
+
+
+class RawApiSwitches:
+    """SRS's raw-API switches as the server itself last reported them (`rpc=raw`, or a
+    reload answered 1061), so that Reload is offered and sent only where it can work."""
+
+    def __init__(self) -> None:
+        self.enabled: bool | None = None  # http_api.raw_api.enabled
+        self.allow_reload: bool | None = None  # http_api.raw_api.allow_reload
+        self._asked: Identity | None = None  # the SRS process that answered
+        self._polls = 0  # since it answered
+        self._stale = True
+        self.refused = False  # a reload answered 1061 since SRS last reported
+
+    @property
+    def reload_allowed(self) -> bool | None:
+        if self.refused or self.enabled is False or self.allow_reload is False:
+            return False
+        return True if self.enabled and self.allow_reload else None
+
+    def due(self, identity: Identity | None) -> bool:
+        """Ask again after a restart (another process, maybe another config), after a
+        reload, and now and then for an operator's edit reloaded by signal."""
+        self._polls += 1
+        return self._stale or identity != self._asked or self._polls >= RAW_API_RECHECK_POLLS
+
+    def learn(self, identity: Identity | None, switches: Mapping[str, Any] | None) -> None:
+        """`switches` None: SRS's answer was unreadable; the same process keeps what it
+        said before, a new one is unknown."""
+        same = identity == self._asked
+        self._asked, self._polls, self._stale = identity, 0, False
+        if switches is None and same:
+            return
+        self.enabled = _bool((switches or {}).get("enabled"))
+        self.allow_reload = _bool((switches or {}).get("allow_reload"))
+        self.refused = False
+
+    def reload_refused(self) -> None:
+        """1061 says a switch is off, not which: rpc=raw tells on the next poll."""
+        self.refused = self._stale = True
+
+    def reloaded(self) -> None:
+        """SRS took the reload, so both switches were on; the new config may change them."""
+        self.enabled = self.allow_reload = True
+        self.refused, self._stale = False, True
+
+    def refusal(self) -> str | None:
+        """Why a reload cannot work, once the server said so; None: worth trying."""
+        if self.reload_allowed is not False:
+            return None
+        if self.enabled is False:
+            why = "its raw API is off (http_api.raw_api.enabled)"
+        elif self.allow_reload is False:
+            why = "its raw API does not allow reloads (http_api.raw_api.allow_reload)"
+        else:
+            why = "it refused the last reload (SRS code 1061: raw API or allow_reload off)"
+        return (
+            f"reload: this SRS cannot reload over its API: {why}; a stock SRS has both "
+            "raw_api switches off. Nothing was sent. Turn on http_api.raw_api.enabled and "
+            "allow_reload in its config, then reload (SIGHUP) or restart SRS"
+        )
 
 
 class StreamTracker:
@@ -254,6 +346,8 @@ def _server(
         "live_streams": sum(1 for s in streams if s["publishing"]),
         "clients": sum(v["clients"] or 0 for v in vhosts),
         "restarts": 0,
+        "raw_api": None,
+        "reload_allowed": None,
     }
 
 
@@ -402,6 +496,10 @@ def _int(value: Any) -> int | None:
 
 def _int_text(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def _str(value: Any) -> str | None:

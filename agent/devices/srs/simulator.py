@@ -5,6 +5,11 @@ numbers); the rules follow SRS's srs_app_http_api.cpp: errors as `{"code": N}` i
 200, `count` read as max(10, count), lists ordered by id, a 302 for a collection without its
 trailing slash, the navigation document for unknown paths, Basic auth, raw-API switches and
 JSONP. One aiohttp application serves every server; each has its own listening socket.
+
+Like a stock SRS (seed 003: `http_api.raw_api` `enabled off; allow_reload off;`), a server
+starts with its raw API off: `rpc=raw` still describes it, everything else answers 1061.
+`raw_api=True` (and `allow_reload=True`) are the configured variants; `reconfigure()` is an
+operator's edit followed by a reload (SIGHUP), `restart()` takes the switches too.
 """
 
 from __future__ import annotations
@@ -98,8 +103,9 @@ class SrsModel:
 
     username: str | None = None  # http_api.auth on when set
     password: str | None = None
-    raw_api: bool = True
-    allow_reload: bool = True
+    raw_api: bool = False  # http_api.raw_api.enabled; off in a stock SRS
+    allow_reload: bool = False  # http_api.raw_api.allow_reload; off in a stock SRS
+    api_listen: str = "127.0.0.1:1985"  # http_api.listen, as rpc=raw reports it
     page_floor: int = 10  # SRS 7.0.18 reads count as max(10, count)
     kbps: int = 1000  # a new stream's publishing bitrate
     rtmp_port: int = 1935
@@ -165,9 +171,25 @@ class SrsModel:
                 del self.streams[stream.id]  # SRS drops an idle stream's stats
         return True
 
-    def restart(self, *, keep_server_id: bool = False, republish: bool = False) -> None:
+    def reconfigure(self, *, raw_api: bool | None = None, allow_reload: bool | None = None) -> None:
+        """The config file edited and reloaded (SIGHUP): same process, new raw-API switches."""
+        if raw_api is not None:
+            self.raw_api = raw_api
+        if allow_reload is not None:
+            self.allow_reload = allow_reload
+
+    def restart(
+        self,
+        *,
+        keep_server_id: bool = False,
+        republish: bool = False,
+        raw_api: bool | None = None,
+        allow_reload: bool | None = None,
+    ) -> None:
         """A new SRS process: new service id and pid, empty stats. SRS 5+ keeps its server id
-        in a file beside the pid file (keep_server_id); older ones or a lost file do not."""
+        in a file beside the pid file (keep_server_id); older ones or a lost file do not.
+        `raw_api` / `allow_reload`: the config it starts with changed them."""
+        self.reconfigure(raw_api=raw_api, allow_reload=allow_reload)
         live = [s for s in self.streams.values() if s.publisher] if republish else []
         self.streams.clear()
         self.clients.clear()
@@ -474,8 +496,11 @@ def _atoi(text: str) -> int:
 
 
 def _raw(model: SrsModel, rpc: str) -> dict[str, Any]:
+    """SRS's order: `rpc=raw` answers whatever the switches; then the raw API must be on
+    (1061), the rpc known (1060), and for a reload allow_reload on (1061 again)."""
     if rpc == "raw":
         raw = copy.deepcopy(TEMPLATES["raw"])
+        raw["http_api"]["listen"] = model.api_listen
         raw["http_api"]["raw_api"].update(enabled=model.raw_api, allow_reload=model.allow_reload)
         return {"code": 0, **raw}
     if not model.raw_api:
@@ -538,8 +563,9 @@ async def start_fleet(
 
     Options: `streams` (live streams per server at start, `live/streamN`), `players` (per
     such stream), `ssl_context` (serve HTTPS), the rest go to SrsModel (`username`/`password`,
-    `raw_api`, `allow_reload`, `kbps`, `activity` seconds between random publisher and player
-    changes with `activity_seed`, `fault`/`fault_on` …).
+    `raw_api`, `allow_reload` (both off by default, as in a stock SRS), `kbps`, `activity`
+    seconds between random publisher and player changes with `activity_seed`,
+    `fault`/`fault_on` …).
     """
     raise_open_file_limit()
     streams, players = int(options.pop("streams", 2)), int(options.pop("players", 1))
@@ -554,6 +580,7 @@ async def start_fleet(
         sock.bind((host, port + index if port else 0))
         await web.SockSite(runner, sock, ssl_context=ssl_context).start()
         model = SrsModel(**options)
+        model.api_listen = f"{host}:{sock.getsockname()[1]}"
         for n in range(streams):
             model.start_stream(f"live/stream{n}")
             for _ in range(players):

@@ -16,6 +16,7 @@ from agent.catalog.model import (
     Param,
     StateField,
 )
+from agent.runtime.energy import ENERGY_ENTITY, ENERGY_STATE_FIELD
 
 H = "H/s"
 TH = "TH/s"
@@ -48,14 +49,17 @@ FIELDS = (
     StateField("shares.rejected", "integer", "rejected shares"),
     StateField("power_w", "number", "input power", "W"),
     StateField("power_limit_w", "number", "power limit (adjust_power_limit)", "W"),
+    ENERGY_STATE_FIELD,
     StateField("efficiency_j_th", "number", "energy per hash (Power Rate, else power ÷ TH/s)"),
     StateField("temperature_c", "number", "hash board temperature at the outlet", C),
     StateField("env_temperature_c", "number", "environment (intake) temperature", C),
     StateField("chip_temperature_c.min", "number", "coldest chip", C),
     StateField("chip_temperature_c.max", "number", "hottest chip", C),
     StateField("chip_temperature_c.avg", "number", "average chip temperature", C),
-    StateField("fans_rpm.in", "number", "intake fan speed", "rpm"),
-    StateField("fans_rpm.out", "number", "outlet fan speed", "rpm"),
+    StateField("fans_rpm.in", "number", "Fan Speed In: the air outlet fan, as the doc says", "rpm"),
+    StateField(
+        "fans_rpm.out", "number", "Fan Speed Out: the air inlet fan, as the doc says", "rpm"
+    ),
     StateField("frequency_mhz.avg", "number", "average chip frequency", "MHz"),
     StateField("frequency_mhz.target", "number", "target chip frequency", "MHz"),
     StateField("uptime_s", "integer", "control board uptime", "s"),
@@ -94,10 +98,16 @@ FIELDS = (
     StateField("psu.serial", "string", "PSU serial number"),
     StateField("psu.hw_version", "string", "PSU hardware version"),
     StateField("psu.sw_version", "string", "PSU firmware version"),
-    StateField("psu.input_current_a", "number", "input current (iin ÷ 1000)", "A"),
-    StateField("psu.input_voltage_v", "number", "input voltage (vin ÷ 100)", "V"),
+    StateField("psu.input_current_a", "number", "input current (iin ÷ 1000, assumed)", "A"),
+    StateField("psu.input_voltage_v", "number", "input voltage (vin ÷ 100, assumed)", "V"),
     StateField("psu.fan_rpm", "number", "PSU fan speed", "rpm"),
     StateField("psu.temperature_c", "number", "PSU temperature (temp0)", C),
+    StateField(
+        "psu.readings_plausible",
+        "boolean",
+        "input current and voltage physically plausible (null: neither read)",
+    ),
+    StateField("psu.warnings", "array", "what is implausible in them, as text (empty if nothing)"),
     StateField("errors", "array", "active error codes as text, e.g. `329 since 2022-01-17 …`"),
     StateField("error_codes{}", "string", "error code → time it was raised (null if not sent)"),
     StateField("error_count", "integer", "number of active error codes"),
@@ -114,6 +124,11 @@ FIELDS = (
     StateField("settings.target_freq_percent", "number", "last set_target_freq percent", "%"),
     StateField("settings.temp_offset_c", "number", "last set_temp_offset", C),
     StateField("settings.upfreq_speed", "integer", "last adjust_upfreq_speed"),
+    StateField(
+        "api_join_limit",
+        "integer",
+        "reads the miner answers in one joined request, as learned (1: it joins none)",
+    ),
 )
 
 
@@ -165,6 +180,7 @@ ENTITIES = (
         state_class="measurement",
         precision=0,
     ),
+    ENERGY_ENTITY,
     EntityDescription(
         "efficiency",
         "sensor",
@@ -189,7 +205,7 @@ ENTITIES = (
     EntityDescription(
         "fan_in",
         "sensor",
-        "Fan in",
+        "Fan speed in (air outlet)",
         value="fans_rpm.in",
         unit="rpm",
         state_class="measurement",
@@ -198,7 +214,7 @@ ENTITIES = (
     EntityDescription(
         "fan_out",
         "sensor",
-        "Fan out",
+        "Fan speed out (air inlet)",
         value="fans_rpm.out",
         unit="rpm",
         state_class="measurement",
@@ -372,6 +388,8 @@ COMMANDS = (
         "update_pools",
         "Replace the pool list and switch at once (§3.1).",
         params=_pool(1) + _pool(2) + _pool(3),
+        security="sensitive",
+        why="it changes where the hashrate goes",
     ),
     # Not disruptive: it only restarts the mining process (control board, network and config
     # stay), exactly what power modes and power limits already do as ordinary controls.
@@ -426,14 +444,16 @@ COMMANDS = (
         "update_firmware",
         "Upload a firmware file (§3.7); `edge-agent whatsminer upgrade` shows progress.",
         params=(Param("path", "str", "firmware file on the agent's host"),),
-        disruptive=True,
+        security="sensitive",
+        why="new firmware can do anything with the miner",
         cli_only=True,
     ),
-    CommandSpec("reboot", "Restart the control board (§3.8).", disruptive=True),
+    CommandSpec("reboot", "Restart the control board (§3.8).", security="disruptive"),
     CommandSpec(
         "factory_reset",
         "Restore factory settings: network, passwords, API switch, pools, power (§3.9).",
-        disruptive=True,
+        security="sensitive",
+        why="it resets the admin password to the factory one, the pools and the network",
     ),
     CommandSpec(
         "update_pwd",
@@ -456,7 +476,8 @@ COMMANDS = (
             ),
         ),
         plain="new",
-        disruptive=True,
+        security="sensitive",
+        why="it changes the miner's credentials",
     ),
     CommandSpec(
         "net_config",
@@ -476,13 +497,15 @@ COMMANDS = (
             Param("host", "str", "host name", required=False, pattern=_HOSTNAME),
         ),
         plain="mode",
-        disruptive=True,
+        security="sensitive",
+        why="it changes the miner's network settings",
     ),
     CommandSpec(
         "download_logs",
         "Download the miner's logs to a file (§3.12); `edge-agent whatsminer logs`.",
         params=(Param("path", "str", "destination file on the agent's host"),),
-        disruptive=True,
+        security="sensitive",
+        why="the logs show the pools, workers and network of the miner",
         cli_only=True,
     ),
     CommandSpec(
@@ -493,16 +516,22 @@ COMMANDS = (
     ),
     CommandSpec("enable_btminer_fast_boot", "Fast boot from the next restart (§3.14)."),
     CommandSpec("disable_btminer_fast_boot", "No fast boot from the next restart (§3.15)."),
-    CommandSpec("enable_web_pools", "Allow pool changes on the web page (§3.16)."),
+    CommandSpec(
+        "enable_web_pools",
+        "Allow pool changes on the web page (§3.16).",
+        security="sensitive",
+        why="it lets the miner's web page change where the hashrate goes",
+    ),
     CommandSpec("disable_web_pools", "Forbid pool changes on the web page (§3.17)."),
-    # Disruptive: a new host name takes effect at the next network restart and can leave the
-    # miner unreachable under the name the agent (or DHCP/DNS) knows it by.
+    # A network setting: a new host name takes effect at the next network restart and can
+    # leave the miner unreachable under the name the agent (or DHCP/DNS) knows it by.
     CommandSpec(
         "set_hostname",
         "Host name, effective after the network restarts (§3.18).",
         params=(Param("hostname", "str", "host name", pattern=_HOSTNAME),),
         plain="hostname",
-        disruptive=True,
+        security="sensitive",
+        why="it changes the miner's network settings",
     ),
     # Not disruptive: the time zone only changes local timestamps, nothing stops or moves.
     CommandSpec(
@@ -526,7 +555,8 @@ COMMANDS = (
             Param("port", "int", "log server port", minimum=1, maximum=65535),
             Param("proto", "str", "tcp or udp", choices=("tcp", "udp")),
         ),
-        disruptive=True,
+        security="sensitive",
+        why="it changes where the miner's logs go",
     ),
     CommandSpec(
         "set_power_pct",

@@ -9,6 +9,7 @@ The admin password never appears in a message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 import time
@@ -38,7 +39,16 @@ MAX_LOG_BYTES = 512 * 1024 * 1024
 MAX_FIRMWARE_BYTES = 0xFFFFFFFF  # the upload's length prefix is 4 bytes
 CHUNK = 64 * 1024
 
-JOINABLE = frozenset({"summary", "pools", "edevs", "devs", "devdetails"})
+# Joinable reads and the section their own reply carries.
+JOINABLE = {
+    "summary": "SUMMARY",
+    "pools": "POOLS",
+    "edevs": "DEVS",
+    "devs": "DEVS",
+    "devdetails": "DEVDETAILS",
+}
+# The doc types these integer (§3.5); every other parameter is a string on the wire.
+INTEGER_PARAMS = {"set_led": frozenset({"period", "duration", "start"})}
 MINER_INFO_FIELDS = (
     "ip",
     "proto",
@@ -110,6 +120,11 @@ class NoReplyError(ProtocolError):
     """The miner closed the connection without a byte (as it may when a write restarts it)."""
 
 
+class JoinNotAnsweredError(ProtocolError):
+    """A readable reply to a joined read that holds none of its parts (firmware that does not
+    join may answer that way instead of refusing)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     sign: str
@@ -178,7 +193,10 @@ class WhatsminerClient:
         return reply["Msg"]
 
     async def joined(self, *commands: str) -> dict[str, dict[str, Any]]:
-        """`summary+pools+…` on one connection → {command: its reply}."""
+        """`summary+pools+…` on one connection → {command: its reply}, for the commands the
+        miner answered: firmware that joins fewer (the doc promises two) leaves the rest out,
+        and the caller reads those another way. A join the miner refuses is a DeviceError
+        (code 14); a reply that answers none of them is a JoinNotAnsweredError."""
         refused = [c for c in commands if c not in JOINABLE]
         if refused or not commands:
             raise UnknownCommandError(f"cannot join {', '.join(refused) or 'nothing'}")
@@ -190,10 +208,13 @@ class WhatsminerClient:
             section = reply.get(command)
             if isinstance(section, list) and section:
                 section = section[0]
-            if not isinstance(section, dict):
-                raise ProtocolError(f"{self.where} left {command} out of its reply to {joined}")
-            self._check(section, command)
-            sections[command] = section
+            if isinstance(section, dict):
+                self._check(section, command)
+                sections[command] = section
+        if not sections and JOINABLE[commands[0]] in reply:
+            sections[commands[0]] = reply  # "+…" ignored: the first command's plain reply
+        if not sections:
+            raise JoinNotAnsweredError(f"{self.where} answered none of {joined}")
         return sections
 
     async def summary(self) -> dict[str, Any]:
@@ -248,7 +269,7 @@ class WhatsminerClient:
         """
         if command not in WRITE_COMMANDS:
             raise UnknownCommandError(f"{command} is not a write command of the Whatsminer API")
-        body = {"cmd": command, **_wire(params or {})}
+        body = {"cmd": command, **_wire(params or {}, INTEGER_PARAMS.get(command, frozenset()))}
         if command == "update_pwd":
             if not (isinstance(body.get("new"), str) and body["new"]):
                 raise ValidationError("update_pwd needs the new password")
@@ -609,11 +630,14 @@ def _code(value: Any) -> int | None:
     return None
 
 
-def _wire(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The doc types every parameter as a string: numbers are sent as text."""
+def _wire(params: Mapping[str, Any], integers: frozenset[str]) -> dict[str, Any]:
+    """Parameters as the doc types them: the `integers` as JSON integers, every other number
+    as text."""
     wire: dict[str, Any] = {}
     for name, value in params.items():
-        if isinstance(value, bool):
+        if name in integers and (number := _integer(value)) is not None:
+            wire[name] = number
+        elif isinstance(value, bool):
             wire[name] = "true" if value else "false"
         elif isinstance(value, float) and value.is_integer():
             wire[name] = str(int(value))
@@ -622,6 +646,20 @@ def _wire(params: Mapping[str, Any]) -> dict[str, Any]:
         else:
             wire[name] = value
     return wire
+
+
+def _integer(value: Any) -> int | None:
+    """An integral number, or its text, as an int; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value.strip())
+    return None
 
 
 def _require_dict(value: Any, command: str, where: str) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Whatsminer: API replies → state, commands → encrypted writes.
 
-A poll costs one connection (`summary+pools+edevs` joined); `status`, which does not join, is
-read every `status_interval` and right after a write; PSU and error codes every
-`detail_interval`, version, board models and miner info every `slow_interval`, each with ±10 %
-jitter so a fleet does not read them in step.
+A poll reads `summary`, `pools` and `edevs` in as few connections as the firmware allows
+(`JoinedReads`: one where it joins all three, two where it joins two as the doc promises, three
+where it joins none); `status`, which does not join, is read every `status_interval` and right
+after a write; PSU and error codes every `detail_interval`, version, board models and miner info
+every `slow_interval`, each with ±10 % jitter so a fleet does not read them in step.
 """
 
 from __future__ import annotations
@@ -16,11 +17,26 @@ from typing import Any
 
 from agent.devices.base import Driver, PollResult
 from agent.devices.whatsminer.catalog import CATALOG, WINDOWS
-from agent.devices.whatsminer.client import NoReplyError, Progress, WhatsminerClient
+from agent.devices.whatsminer.client import (
+    JoinNotAnsweredError,
+    NoReplyError,
+    Progress,
+    WhatsminerClient,
+)
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.errors import DeviceError, ProtocolError, ValidationError
+from agent.logs import get_logger
+
+log = get_logger("whatsminer")
 
 FAST_READS = ("summary", "pools", "edevs")
+# Physically possible PSU input: mains from 100 V single phase to 480 V three phase, and an
+# apparent power (vin times iin) within a factor of two of the input power summary reports (a
+# wrong scale is off by ten). Below MIN_CHECKED_W (standby) the ratio says nothing.
+PSU_VOLTS = (90.0, 480.0)
+PSU_MAX_AMPS = 80.0
+PSU_VA_PER_W = (0.5, 2.0)
+MIN_CHECKED_W = 500.0
 # The catalog's hash rate windows → the API's keys ("MHS av" is the average since start).
 _MHS_KEYS = dict(zip(WINDOWS, ("MHS 5s", "MHS 1m", "MHS 5m", "MHS 15m", "MHS av"), strict=True))
 _NETWORK_KEYS = ("ip", "proto", "netmask", "gateway", "dns", "hostname", "mac")
@@ -63,13 +79,18 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
         self._detail_due = 0.0
         self._status_due = 0.0
         self._status: dict[str, Any] | None = None
+        self._reads = JoinedReads(self.client, FAST_READS, config.id)
+        self._uptime: int | None = None
+        self._psu_implausible = False
 
     # ------------------------------------------------------------------ poll
 
     async def poll(self) -> PollResult:
-        sections = await self.client.joined(*FAST_READS)
-        raw: dict[str, Any] = dict(sections)
         now = time.monotonic()
+        if now >= self._slow_due:
+            self._reads.probe()  # a firmware upgrade may join more than the one before
+        sections = await self._reads.read()
+        raw: dict[str, Any] = dict(sections)
         if now >= self._status_due:
             # `status` cannot join the summary read; mining on/off and the power mode change
             # only when written (then it is read at once), so it costs one connection per
@@ -81,20 +102,29 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
                 self._status_due = now + _jitter(self.config.status_interval)
         status = self._status
         if now >= self._detail_due:
-            await self._read_detail(raw)
+            await self._read_detail(raw, _num(_summary_of(sections).get("Power")))
             self._detail_due = now + _jitter(self.config.detail_interval)
         if now >= self._slow_due:
             await self._read_slow(raw)
             self._slow_due = now + _jitter(self.config.slow_interval)
         state = normalise(sections, status, self._slow, self._board_models, self._detail)
         state["settings"] = dict(self._settings)
+        state["api_join_limit"] = self._reads.limit
+        self._notice_restart(state["uptime_s"])
         return PollResult(state=state, raw=raw)
 
-    async def _read_detail(self, raw: dict[str, Any]) -> None:
+    def _notice_restart(self, uptime: int | None) -> None:
+        """A control board that rebooted may run other firmware: learn it again next poll."""
+        if uptime is not None and self._uptime is not None and uptime < self._uptime:
+            self._slow_due = 0.0
+        self._uptime = uptime
+
+    async def _read_detail(self, raw: dict[str, Any], power_w: float | None) -> None:
         psu = await _optional(self.client.get_psu)
         if psu is not None:
             raw["get_psu"] = psu
-            self._detail["psu"] = normalise_psu(psu)
+            self._detail["psu"] = normalise_psu(psu, power_w)
+            self._warn_psu(self._detail["psu"]["warnings"])
         codes = await _optional(self.client.get_error_code)
         if codes is not None:
             raw["get_error_code"] = codes
@@ -121,6 +151,13 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
             self._slow["serial"] = _text(info.get("minersn"))
             self._slow["led"] = _text(info.get("ledstat"))
             self._slow["network"] = {k: _text(info.get(k)) for k in _NETWORK_KEYS}
+
+    def _warn_psu(self, warnings: list[str]) -> None:
+        """Log implausible PSU readings when they start, not on every read (the state keeps
+        the current ones)."""
+        if warnings and not self._psu_implausible:
+            log.warning("implausible PSU reading", device=self.config.id, warnings=warnings)
+        self._psu_implausible = bool(warnings)
 
     # --------------------------------------------------------------- commands
 
@@ -177,6 +214,62 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
         finally:
             partial.unlink(missing_ok=True)
         return {"path": str(target), "bytes": received}
+
+
+class JoinedReads:
+    """The poll's reads in the fewest connections this miner's firmware allows.
+
+    The doc promises joins of two commands; firmware joins any number, or two (answering the
+    first two parts of a longer join, or refusing it with code 14), or none (refusing, or
+    answering the first part alone). Every read starts as one join of all of them; a part the
+    miner leaves out is read in the same poll by the next smaller join, and a refused join is
+    tried smaller, down to single reads, so no poll fails because of a join. The size that
+    worked is kept for later polls (`limit`), and `probe()` tries the full join again (after a
+    reboot, a firmware upload, each slow interval): on a miner that answers part of a join a
+    probe costs nothing extra, since those parts come back all the same.
+    """
+
+    def __init__(self, client: WhatsminerClient, commands: tuple[str, ...], device: str) -> None:
+        self.client = client
+        self.commands = commands
+        self.device = device
+        self.limit = len(commands)
+        self._known: int | None = None  # the limit last logged
+
+    def probe(self) -> None:
+        self.limit = len(self.commands)
+
+    async def read(self) -> dict[str, dict[str, Any]]:
+        sections: dict[str, dict[str, Any]] = {}
+        pending = list(self.commands)
+        while pending:
+            group = pending[: self.limit]
+            try:
+                answered = await self._read(group)
+            except (DeviceError, JoinNotAnsweredError):
+                if len(group) == 1:
+                    raise
+                self.limit = len(group) - 1
+                continue
+            if len(answered) < len(group):
+                self.limit = len(answered)
+            sections.update(answered)
+            pending = [c for c in pending if c not in answered]
+        self._log_change()
+        return sections
+
+    async def _read(self, group: list[str]) -> dict[str, dict[str, Any]]:
+        if len(group) == 1:
+            return {group[0]: await self.client.read(group[0])}
+        return await self.client.joined(*group)
+
+    def _log_change(self) -> None:
+        """What the first poll learns is debug (state shows it); a change later is news."""
+        if self.limit != self._known:
+            (log.debug if self._known is None else log.info)(
+                "joined reads", device=self.device, commands_per_join=self.limit
+            )
+            self._known = self.limit
 
 
 def to_wire(command: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -246,9 +339,7 @@ def normalise(
     detail: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The replies of one poll (plus the cached slow reads) → the state documented in CATALOG."""
-    summary = _first(sections["summary"], "SUMMARY")
-    if summary is None:
-        raise ProtocolError("the miner's summary reply has no SUMMARY section")
+    summary = _summary_of(sections)
     status = status or {}
     pools = [normalise_pool(p) for p in _list(sections.get("pools"), "POOLS")]
     boards = [normalise_board(d, board_models) for d in _list(sections.get("edevs"), "DEVS")]
@@ -367,7 +458,12 @@ def board_models(details: Mapping[str, Any]) -> dict[int, str]:
     return found
 
 
-def normalise_psu(psu: Mapping[str, Any]) -> dict[str, Any]:
+def normalise_psu(psu: Mapping[str, Any], power_w: float | None = None) -> dict[str, Any]:
+    """get_psu → state. The doc names no unit for `iin` and `vin`: mA and 10 mV are assumed
+    (its example, 8718 and 22400, reads as 8.7 A at 224 V), and readings those scales make
+    implausible are flagged, since another firmware may use others."""
+    amps, volts = _scaled(psu.get("iin"), 1e-3), _scaled(psu.get("vin"), 1e-2)
+    warnings = psu_warnings(amps, volts, power_w)
     return {
         "model": _text(psu.get("model")),
         "name": _text(psu.get("name")),
@@ -375,11 +471,38 @@ def normalise_psu(psu: Mapping[str, Any]) -> dict[str, Any]:
         "vendor": _text(psu.get("vendor")),
         "hw_version": _text(psu.get("hw_version")),
         "sw_version": _text(psu.get("sw_version")),
-        "input_current_a": _scaled(psu.get("iin"), 1e-3),
-        "input_voltage_v": _scaled(psu.get("vin"), 1e-2),
+        "input_current_a": amps,
+        "input_voltage_v": volts,
         "fan_rpm": _num(psu.get("fan_speed")),
         "temperature_c": _num(psu.get("temp0")),
+        "readings_plausible": None if amps is None and volts is None else not warnings,
+        "warnings": warnings,
     }
+
+
+def psu_warnings(amps: float | None, volts: float | None, power_w: float | None) -> list[str]:
+    """What is physically implausible in the scaled PSU input readings."""
+    warnings = []
+    low, high = PSU_VOLTS
+    volts_ok = volts is not None and low <= volts <= high
+    if volts is not None and not volts_ok:
+        warnings.append(
+            f"input voltage {volts:g} V is outside {low:g} … {high:g} V: "
+            "vin ÷ 100 may not be this firmware's scale"
+        )
+    if amps is not None and not 0 <= amps <= PSU_MAX_AMPS:
+        warnings.append(
+            f"input current {amps:g} A is outside 0 … {PSU_MAX_AMPS:g} A: "
+            "iin ÷ 1000 may not be this firmware's scale"
+        )
+    elif amps is not None and volts_ok and power_w is not None and power_w >= MIN_CHECKED_W:
+        apparent = amps * (volts or 0.0)
+        if not PSU_VA_PER_W[0] <= apparent / power_w <= PSU_VA_PER_W[1]:
+            warnings.append(
+                f"input {apparent:.0f} VA (vin * iin) against {power_w:.0f} W of input power: "
+                "iin ÷ 1000 may not be this firmware's scale"
+            )
+    return warnings
 
 
 # ------------------------------------------------------------------ helpers
@@ -396,6 +519,13 @@ async def _optional(read: Callable[[], Awaitable[Any]]) -> Any:
 
 def _jitter(interval: float) -> float:
     return interval * random.uniform(0.9, 1.1)
+
+
+def _summary_of(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    summary = _first(sections["summary"], "SUMMARY")
+    if summary is None:
+        raise ProtocolError("the miner's summary reply has no SUMMARY section")
+    return summary
 
 
 def _first(reply: Mapping[str, Any], key: str) -> dict[str, Any] | None:

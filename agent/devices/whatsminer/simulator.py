@@ -7,6 +7,17 @@ JSON, 14 unknown command or bad data, 45 plaintext write or write API off, 135 b
 136 too many tokens, 137 bad base64), and can send every firmware quirk of
 research/whatsminer.md on demand (`quirks`).
 
+Reads follow the doc to the letter by default, and where it is silent each plausible firmware
+is a mode. "The API command can be used for two joins": `join_limit="two"` (default) answers
+`summary+pools`, and a longer join with its first two parts only (`join_excess="answer_first"`)
+or refuses it with 14 (`join_excess="refuse"`); `"any"` joins any number; `"none"` refuses
+every join with 14 (`"refuse"`) or answers its first part alone, as a plain read
+(`"answer_first"`). set_led's `period`, `duration` and `start` are integers in the doc: a
+string is refused with 14 unless `led_fields="lenient"`. `get_psu` reports `iin` and `vin` in
+the units the doc's example suggests (`psu_iin_per_amp`, `psu_vin_per_volt`; the doc names no
+unit). The simulator shares no code with the driver, the client or the parser (crypto, pinned
+by test vectors, aside).
+
 Power follows the vendor doc (§3.3, 3.4, 3.21 to 3.25): set_power_pct lands within a second and
 only approximately, set_power_pct_v2 ramps over minutes, power_off drops to standby at once,
 power_on ramps slowly unless pre_power_on preheated the boards, power modes, power limits and
@@ -39,8 +50,6 @@ from typing import Any, ClassVar
 from Crypto.Cipher import AES
 
 from agent.devices.whatsminer import crypto
-from agent.devices.whatsminer.client import WRITE_COMMANDS
-from agent.devices.whatsminer.parse import ObjectScanner
 from agent.simulate.fleet import SimDevice, SimFleet, raise_open_file_limit
 
 QUIRKS = frozenset(
@@ -58,6 +67,17 @@ QUIRKS = frozenset(
     }
 )
 FAULTS = frozenset({"hang", "close", "garbage", "stall"})
+JOIN_LIMITS = {"none": 1, "two": 2, "any": None}  # commands one joined read may name
+JOIN_EXCESS = frozenset({"answer_first", "refuse"})  # a join longer than the firmware's
+LED_FIELDS = frozenset({"integer", "lenient"})  # set_led period/duration/start as the doc types
+# Every join behaviour by name, for tests to run a client against each; "two" is the doc's.
+JOIN_VARIANTS: dict[str, dict[str, Any]] = {
+    "two": {"join_limit": "two", "join_excess": "answer_first"},
+    "two_refusing_more": {"join_limit": "two", "join_excess": "refuse"},
+    "any": {"join_limit": "any"},
+    "none": {"join_limit": "none", "join_excess": "refuse"},
+    "none_answering_first": {"join_limit": "none", "join_excess": "answer_first"},
+}
 
 MODES = {"low": (0.80, 0.86), "normal": (1.0, 1.0), "high": (1.15, 1.10)}  # power, hash factors
 RESTART_S = 90.0  # btminer restart: no hash rate
@@ -152,6 +172,11 @@ class WhatsminerModel:
     fault: str | None = None
     unsupported: set[str] = field(default_factory=set)  # commands this firmware lacks (→ 14)
     truncate_at: int = 160
+    join_limit: str = "two"
+    join_excess: str = "answer_first"
+    led_fields: str = "integer"
+    psu_iin_per_amp: float = 1000.0  # the doc's "iin":"8718" read as mA
+    psu_vin_per_volt: float = 100.0  # the doc's "vin":"22400" read as 10 mV
     firmware_command: str = "update_firmware"  # the other name is refused with 14
     cooling: str = "air"  # "air": set_target_freq only lowers; v2 refused in high mode
     token_life: float = 1800.0  # real seconds, whatever the time scale
@@ -177,8 +202,10 @@ class WhatsminerModel:
         if unknown:
             raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(QUIRKS)}")
         self.quirks = set(self.quirks)
-        if self.power_on_percent not in POWER_ON_PERCENT:
-            raise ValueError(f"power_on_percent must be one of {POWER_ON_PERCENT}")
+        _check_choice("join_limit", self.join_limit, JOIN_LIMITS)
+        _check_choice("join_excess", self.join_excess, JOIN_EXCESS)
+        _check_choice("led_fields", self.led_fields, LED_FIELDS)
+        _check_choice("power_on_percent", self.power_on_percent, POWER_ON_PERCENT)
         self.unsupported = set(self.unsupported)
         self.clock = self.clock or SimClock(self.time_scale)
         self.rng = random.Random(self.index if self.seed is None else self.seed)
@@ -320,7 +347,7 @@ class WhatsminerModel:
         command = request.get("cmd", request.get("command"))
         if not isinstance(command, str):
             return self._plain_error(14, "invalid API command or data")
-        if command in WRITE_COMMANDS:
+        if command in self._WRITES:
             return self._plain_error(45, "permission denied")
         return self._read(command, request, ip)
 
@@ -329,12 +356,7 @@ class WhatsminerModel:
         if command in self.unsupported or set(command.split("+")) & self.unsupported:
             return self._plain_error(14, "invalid API command or data")
         if "+" in command:
-            parts = command.split("+")
-            if not all(p in self._CG_READS for p in parts):
-                return self._plain_error(14, "invalid API command or data")
-            body: dict[str, Any] = {p: [self._CG_READS[p](self, t)] for p in parts}
-            body["id"] = 1
-            return Reply(self._render(body))
+            return self._joined(command.split("+"), t)
         if command in self._CG_READS:
             return Reply(self._render(self._CG_READS[command](self, t)))
         try:
@@ -354,6 +376,21 @@ class WhatsminerModel:
         except RefusalError as refusal:
             return self._plain_error(refusal.code, refusal.msg)
         return self._plain_error(14, "invalid API command or data")
+
+    def _joined(self, parts: list[str], t: float) -> Reply:
+        """`a+b…`: each part's reply under its name, as far as this firmware joins."""
+        limit = JOIN_LIMITS[self.join_limit]
+        if not all(p in self._CG_READS for p in parts):
+            return self._plain_error(14, "invalid API command or data")
+        if limit is not None and len(parts) > limit:
+            if self.join_excess == "refuse":
+                return self._plain_error(14, "invalid API command or data")
+            if limit == 1:  # "+…" ignored: the first command's own reply
+                return Reply(self._render(self._CG_READS[parts[0]](self, t)))
+            parts = parts[:limit]
+        body: dict[str, Any] = {p: [self._CG_READS[p](self, t)] for p in parts}
+        body["id"] = 1
+        return Reply(self._render(body))
 
     # ---- cgminer-shaped reads
 
@@ -389,7 +426,9 @@ class WhatsminerModel:
                     "Total MH": round(mhs * (t - self.btminer_started), 4),
                     "Temperature": round(board_temp, 2),
                     "freq_avg": int(600 * fraction),
-                    "Fan Speed In": int(1800 + 4000 * fraction),
+                    # The doc: "Fan Speed In" is the air outlet fan, "Fan Speed Out" the
+                    # inlet; the outlet fan, in hotter air, runs a little faster here.
+                    "Fan Speed In": int(1900 + 4000 * fraction),
                     "Fan Speed Out": int(1800 + 4000 * fraction),
                     "Power": power,
                     "Power Rate": round(power / (hashrate / 1e12), 2) if hashrate else 0,
@@ -550,8 +589,8 @@ class WhatsminerModel:
             "hw_version": "V01.00",
             "sw_version": "V01.00.V01.03",
             "model": "P221B",
-            "iin": str(round(power / 224.0 * 1000)),
-            "vin": "22400",
+            "iin": str(round(power / 224.0 * self.psu_iin_per_amp)),
+            "vin": str(round(224.0 * self.psu_vin_per_volt)),
             "fan_speed": str(int(3000 + 4000 * self.fraction(t))),
             "version": "-1",
             "serial_no": f"A1232B01201{self.index:05d}",
@@ -716,6 +755,8 @@ class WhatsminerModel:
         if cmd.get("color") not in ("red", "green"):
             raise RefusalError(14, "invalid API command or data")
         for name in ("period", "duration", "start"):
+            if self.led_fields == "integer" and not _is_integer(cmd.get(name)):
+                raise RefusalError(14, "invalid API command or data")
             _number(cmd, name, 0, 1_000_000)
         self.led = str(cmd["color"])
         return "ok", None
@@ -986,16 +1027,50 @@ class WhatsminerModel:
 async def _read_request(reader: asyncio.StreamReader) -> bytes:
     """Bytes up to the end of the first JSON object (requests carry no terminator)."""
     buffer = b""
-    scanner = ObjectScanner()
     while len(buffer) < MAX_REQUEST:
         chunk = await reader.read(65536)
         if not chunk:
             return buffer
         buffer += chunk
-        end = scanner.feed(buffer)
+        end = _request_end(buffer)
         if end is not None:
             return buffer[:end]
     return buffer
+
+
+def _request_end(buffer: bytes) -> int | None:
+    """Where the first top-level JSON value ends (anything not JSON ends at its first byte)."""
+    depth = 0
+    in_string = escaped = False
+    for index, byte in enumerate(buffer):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"{[":
+            depth += 1
+        elif byte in b"}]":
+            depth -= 1
+            if depth <= 0:
+                return index + 1
+        elif depth == 0 and byte not in b" \t\r\n\x00":
+            return index + 1
+    return None
+
+
+def _check_choice(name: str, value: str, known: Any) -> None:
+    if value not in known:
+        raise ValueError(f"unknown {name} {value!r}; known: {sorted(known)}")
+
+
+def _is_integer(value: Any) -> bool:
+    """A JSON integer, as the doc types set_led's numbers (not a string, not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(cmd: dict[str, Any], name: str, low: float, high: float) -> float:

@@ -11,8 +11,10 @@ from agent.catalog.model import (
     DeviceInfoPaths,
     EntityDescription,
     Param,
+    SensitiveFields,
     StateField,
 )
+from agent.runtime.energy import ENERGY_ENTITY, ENERGY_STATE_FIELD
 
 H = "H/s"
 
@@ -52,6 +54,7 @@ FIELDS = (
     StateField("load_average", "array", "host load average 1/5/15 min"),
     StateField("hugepages", "array", "huge pages [allocated, wanted]"),
     StateField("power_w", "number", "sum of GPU power readings; null on CPU-only rigs", "W"),
+    ENERGY_STATE_FIELD,
     StateField("temperature_c", "number", "hottest GPU; null on CPU-only rigs", "°C"),
     StateField("errors", "array", "problems seen in the last poll (text)"),
     StateField("backends{}", "object", "per backend type (`cpu`, `opencl`, `cuda`)"),
@@ -104,6 +107,7 @@ ENTITIES = (
         state_class="total_increasing",
         icon="mdi:counter",
     ),
+    ENERGY_ENTITY,
     EntityDescription("pool", "sensor", "Pool", value="pool.url", icon="mdi:server-network"),
     EntityDescription(
         "ping",
@@ -153,6 +157,39 @@ ENTITIES = (
     ),
 )
 
+SECRET_CONFIG_KEYS = frozenset({"access-token", "pass", "password", "rig-id-password"})
+
+# What a config patch may change on any rig: how the miner hashes and what it prints. The
+# rest is sensitive: pools (url, user = wallet, pass), donate-level and donate-over-proxy
+# (where part of the hashrate goes), http (API token, listen address), api ids, log-file and
+# syslog, dns, tls, user-agent, the GPU loaders (a library the miner loads), and any key
+# this list does not know.
+CONFIG_PATCH_FIELDS = SensitiveFields(
+    param="patch",
+    routine=(
+        "cpu",
+        "randomx",
+        "opencl",
+        "cuda",
+        "autosave",
+        "background",
+        "colors",
+        "title",
+        "print-time",
+        "health-print-time",
+        "verbose",
+        "retries",
+        "retry-pause",
+        "watch",
+        "pause-on-battery",
+        "pause-on-active",
+    ),
+    exceptions=("opencl.loader", "cuda.loader", "cuda.nvml"),
+    summary="sensitive when the patch touches anything but cpu, randomx, opencl and cuda "
+    "(not their loader or nvml), autosave, background, colors, title, print-time, "
+    "health-print-time, verbose, retries, retry-pause, watch, pause-on-battery, pause-on-active",
+)
+
 COMMANDS = (
     CommandSpec("pause", "Pause mining (JSON-RPC `pause`)."),
     CommandSpec("resume", "Resume mining (JSON-RPC `resume`)."),
@@ -165,7 +202,7 @@ COMMANDS = (
     CommandSpec(
         "stop",
         "Stop the miner's backends (JSON-RPC `stop`); nothing resumes them over the API.",
-        disruptive=True,
+        security="disruptive",
     ),
     CommandSpec(
         "start",
@@ -176,13 +213,24 @@ COMMANDS = (
     CommandSpec(
         "config_set",
         "Replace the whole config (`PUT /2/config`); the miner reloads from it.",
-        params=(Param("config", "json", "the complete config object"),),
-        disruptive=True,
+        params=(
+            Param("config", "json", "the complete config object", secret_keys=SECRET_CONFIG_KEYS),
+        ),
+        security="sensitive",
+        why="a whole config sets the pools, wallet, API token and log destinations",
     ),
     CommandSpec(
         "config_patch",
         "Change part of the config: GET, merge (RFC 7386: null deletes a key), PUT.",
-        params=(Param("patch", "json", "an object merged into the current config"),),
+        params=(
+            Param(
+                "patch",
+                "json",
+                "an object merged into the current config",
+                secret_keys=SECRET_CONFIG_KEYS,
+            ),
+        ),
+        sensitive_when=CONFIG_PATCH_FIELDS,
     ),
 )
 

@@ -6,14 +6,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from agent.catalog.validate import mask_keys
 from agent.devices.base import BlockingDriver, PollResult
-from agent.devices.xmrig.catalog import CATALOG
+from agent.devices.xmrig.catalog import CATALOG, SECRET_CONFIG_KEYS
 from agent.devices.xmrig.client import XmrigClient
 from agent.devices.xmrig.config import XmrigConfig
 from agent.errors import AgentError, AuthError, DeviceError, UnsupportedError, ValidationError
 
 WINDOWS = ("10s", "1m", "15m")
-SECRET_CONFIG_KEYS = frozenset({"access-token", "pass", "password", "rig-id-password"})
 MASK = "***"
 
 
@@ -200,14 +200,7 @@ def _gpu(position: int, thread: Mapping[str, Any]) -> dict[str, Any]:
 
 def mask_secrets(config: Any) -> Any:
     """The miner's config as it may be shown: tokens and pool passwords masked."""
-    if isinstance(config, dict):
-        return {
-            k: (MASK if k in SECRET_CONFIG_KEYS and v else mask_secrets(v))
-            for k, v in config.items()
-        }
-    if isinstance(config, list):
-        return [mask_secrets(v) for v in config]
-    return config
+    return mask_keys(config, SECRET_CONFIG_KEYS)
 
 
 def restore_masked(config: Any, current: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Operator tools behind the CLI: LAN scan, config merge, status through the running agent."""
