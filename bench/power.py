@@ -331,8 +331,13 @@ def markdown(runs: list[dict[str, Any]], command: str) -> str:
     ]
     for name, pick, target in ROWS:
         cells = [f"{_cell(pick(r['controller']))} / {_cell(pick(r['naive']))}" for r in runs]
-        goals = sorted({target(r["miners"]) for r in runs})
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {' or '.join(goals)} |")
+        goals = {r["miners"]: target(r["miners"]) for r in runs}
+        goal = (
+            next(iter(goals.values()))
+            if len(set(goals.values())) == 1
+            else ", ".join(f"{g} at {n}" for n, g in goals.items())
+        )
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {goal} |")
     lines += [
         "",
         "Step times: from the target change until the fleet's true power is within ±3 % of "
