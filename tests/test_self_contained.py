@@ -1,4 +1,4 @@
-"""A clone in an empty folder has no ../shared: tests, bench and CI read only what is here."""
+"""A clone in an empty folder has no shared folder beside it: tests read only the repo."""
 
 from __future__ import annotations
 
