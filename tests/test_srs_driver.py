@@ -14,7 +14,6 @@ from agent.catalog.validate import resolve_command, validate_params
 from agent.devices import KINDS
 from agent.devices.srs.config import SrsConfig
 from agent.devices.srs.driver import RAW_API_RECHECK_POLLS, SrsDriver
-from agent.devices.srs.simulator import SrsModel, start_fleet
 from agent.errors import (
     AuthError,
     DeviceError,
@@ -22,7 +21,8 @@ from agent.errors import (
     UnsupportedError,
     ValidationError,
 )
-from agent.simulate.fleet import LoopThread, SimDevice
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.srs import SrsModel, start_fleet
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,6 @@ from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.client import WRITE_COMMANDS
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.driver import WhatsminerDriver
-from agent.devices.whatsminer.simulator import (
-    JOIN_VARIANTS,
-    REBOOT_S,
-    SimClock,
-    WhatsminerModel,
-    running,
-)
 from agent.errors import (
     AuthError,
     DeviceTimeoutError,
@@ -40,6 +33,13 @@ from agent.errors import (
     ValidationError,
 )
 from agent.runtime.energy import ENERGY_STATE_FIELD
+from edge_agent_sim.whatsminer import (
+    JOIN_VARIANTS,
+    REBOOT_S,
+    SimClock,
+    WhatsminerModel,
+    running,
+)
 
 EVERYTHING = [c.name for c in CATALOG.commands]
 ERRORS = {"329": "2022-01-17 11:28:11", "2010": "2022-01-18 09:00:00"}

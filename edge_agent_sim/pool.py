@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.simulate.fleet import SimDevice, SimFleet
+from edge_agent_sim.fleet import SimDevice, SimFleet
 
 START_TIME = 1593561600  # 2020-07-01, as in the fixtures
 MALFORMED_MODES = ("garbage", "truncated", "empty", "wrong_types", "wrong_shape", "close", "nan")
