@@ -186,22 +186,6 @@ class PoolModel:
         data["workers"] = [w for w in data["workers"] if w["name"] != name]
         _sum_workers(data)
 
-    def set_worker(
-        self,
-        name: str,
-        *,
-        hash_rate_mhs: float | None = None,
-        alive: bool | None = None,
-        user: str | None = None,
-    ) -> None:
-        data = self.users[user or self.owner]
-        worker = next(w for w in data["workers"] if w["name"] == name)
-        if hash_rate_mhs is not None:
-            worker["hash_rate"] = hash_rate_mhs
-        if alive is not None:
-            worker["alive"] = alive
-        _sum_workers(data)
-
     def throttle(
         self, count: int | None = None, *, status: int = 429, retry_after: str | None = "60"
     ) -> None:

@@ -612,7 +612,7 @@ def test_config_defaults_and_secrets() -> None:
     cfg = config(4028, password="s3cret")
     assert cfg.slow_interval == 600 and cfg.detail_interval == 60
     assert cfg.firmware_command == "update_firmware"
-    assert "s3cret" not in json.dumps(cfg.summary()) and "s3cret" not in repr(cfg)
+    assert "s3cret" not in cfg.model_dump_json() and "s3cret" not in repr(cfg)
     with pytest.raises(ValueError):
         config(4028, host="tcp://10.0.0.1")
     assert config(4028, password=None).password is None
