@@ -15,6 +15,8 @@ from typing import Any
 
 from agent import __version__, logs
 from agent.config.settings import DEFAULT_PATH, ConfigError, LoadedConfig, load_config
+from agent.devices.kind import CliContext
+from agent.kinds import KINDS
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from looping
 
@@ -84,20 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_parser(command("simulate", None, "serve simulated devices on loopback"))
     add_scan_parser(command("scan", None, "find devices on the addresses you name"))
     add_demo_parser(command("demo", None, "simulated fleet + agent + broker if none is running"))
-    _add_optional_kind_commands(sub)
+    context = CliContext(load=load, log_to_stderr=log_to_stderr)
+    for kind in KINDS.values():
+        if kind.commands is not None:
+            kind.commands(sub, context)
     return parser
 
 
-def _add_optional_kind_commands(sub: Any) -> None:
-    try:
-        from agent.devices.whatsminer.cli import add_whatsminer_parser
-    except ImportError:
-        return
-    add_whatsminer_parser(sub)
-
-
 def load(args: argparse.Namespace) -> LoadedConfig:
-    return load_config(args.config)
+    return load_config(args.config, kinds=KINDS)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from agent.devices import KINDS
 from agent.devices.pool.client import BackoffError
 from agent.devices.pool.config import PoolConfig
 from agent.devices.pool.driver import PoolDriver
@@ -21,6 +20,7 @@ from agent.devices.pool.simulator import (
     start_fleet,
 )
 from agent.errors import AuthError, ProtocolError, UnknownCommandError
+from agent.kinds import KINDS
 from agent.simulate.fleet import LoopThread, SimDevice
 
 KEY = "K3Y-77-SECRET"

@@ -19,11 +19,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.devices import KINDS
 from agent.devices.whatsminer.simulator import SimClock, WhatsminerModel
 from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
 from agent.devices.xmrig.simulator import XmrigModel
 from agent.devices.xmrig.simulator import start_fleet as start_rigs
+from agent.kinds import KINDS
 from agent.simulate.fleet import LoopThread, SimFleet
 from tests.harness import REPO, AgentThread, Mosquitto, Probe, make_settings
 

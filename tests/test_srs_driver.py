@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError as ConfigError
 
 from agent.catalog.validate import resolve_command, validate_params
-from agent.devices import KINDS
 from agent.devices.srs.config import SrsConfig
 from agent.devices.srs.driver import RAW_API_RECHECK_POLLS, SrsDriver
 from agent.devices.srs.simulator import SrsModel, start_fleet
@@ -22,6 +21,7 @@ from agent.errors import (
     UnsupportedError,
     ValidationError,
 )
+from agent.kinds import KINDS
 from agent.simulate.fleet import LoopThread, SimDevice
 
 

@@ -15,11 +15,6 @@ if TYPE_CHECKING:
 
 Execute = Callable[..., Any]  # CommandRouter.execute_internal
 
-# Which command carries each intent, per kind. XMRig rigs are switch-only: pause/resume.
-_SWITCH_ONLY = {"xmrig": {"sleep": "pause", "wake": "resume"}}
-_PERCENT = {"fast": "set_power_pct", "normal": "set_power_pct_v2"}
-_MINER = {"sleep": "power_off", "preheat": "pre_power_on", "wake": "power_on"}
-
 
 class AgentPowerPort:
     def __init__(
@@ -59,7 +54,11 @@ class AgentPowerPort:
         if worker is None:
             done(Outcome(False, f"{member_id} is no longer configured"))
             return
-        command, params = _command(worker.config.kind, write)
+        power = worker.kind.power
+        if power is None:
+            done(Outcome(False, f"{member_id} is not a power member"))
+            return
+        command, params = power.command(write.action, write.percent, write.ramp)
         task = self.spawn(self.execute(worker, command, params, transaction=transaction))
         task.add_done_callback(lambda finished: done(_outcome(finished)))
 
@@ -75,28 +74,17 @@ class AgentPowerPort:
 def _reading(member_id: str, worker: DeviceWorker, polled_at: float | None) -> MemberReading:
     state = worker.state or {}
     online = None if worker.available is None else bool(worker.available) and bool(state)
-    mining = state.get("mining")
-    power = state.get("power_w")
-    efficiency = state.get("efficiency_j_th")
+    power = worker.kind.power
     return MemberReading(
         id=member_id,
-        switch_only=worker.config.kind in _SWITCH_ONLY,
+        switch_only=power is None or power.switch_only,
         nominal_w=getattr(worker.config, "nominal_w", None),
         online=online,
-        power_w=float(power) if isinstance(power, int | float) else None,
-        mining=mining if isinstance(mining, bool) else None,
-        efficiency_j_th=float(efficiency) if isinstance(efficiency, int | float) else None,
+        power_w=power.watts(state) if power else None,
+        mining=power.mining(state) if power else None,
+        efficiency_j_th=power.efficiency(state) if power else None,
         polled_at=polled_at,
     )
-
-
-def _command(kind: str, write: Write) -> tuple[str, dict[str, Any]]:
-    switch = _SWITCH_ONLY.get(kind)
-    if switch is not None:
-        return switch[write.action], {}
-    if write.action == "percent":
-        return _PERCENT[write.ramp], {"percent": write.percent}
-    return _MINER[write.action], {}
 
 
 def _outcome(task: asyncio.Task[Any]) -> Outcome:
