@@ -37,6 +37,10 @@ def _efficiency(state: State) -> float | None:
     return _number(state, "efficiency_j_th")
 
 
+def _never_complete(_data: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class PowerCapability:
     """How site power control drives a kind, in the kind's own commands.
@@ -49,6 +53,7 @@ class PowerCapability:
     wake: str
     percent: Callable[[int, str], Command] | None = None
     preheat: str | None = None  # a quick-wake warm-up, where the kind has one
+    preheat_complete: Callable[[Any], bool] = _never_complete  # from the preheat's result data
     watts: Callable[[State], float | None] = _watts
     mining: Callable[[State], bool | None] = _mining
     efficiency: Callable[[State], float | None] = _efficiency

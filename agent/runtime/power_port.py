@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agent.devices.kind import PowerCapability
 from agent.power.port import MemberReading, Outcome, Write
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class AgentPowerPort:
             return
         command, params = power.command(write.action, write.percent, write.ramp)
         task = self.spawn(self.execute(worker, command, params, transaction=transaction))
-        task.add_done_callback(lambda finished: done(_outcome(finished)))
+        task.add_done_callback(lambda finished: done(_outcome(finished, power)))
 
     def refresh(self, member_id: str) -> None:
         worker = self.workers.get(member_id)
@@ -87,7 +88,7 @@ def _reading(member_id: str, worker: DeviceWorker, polled_at: float | None) -> M
     )
 
 
-def _outcome(task: asyncio.Task[Any]) -> Outcome:
+def _outcome(task: asyncio.Task[Any], power: PowerCapability) -> Outcome:
     if task.cancelled():
         return Outcome(False, "cancelled")
     if task.exception() is not None:
@@ -95,12 +96,4 @@ def _outcome(task: asyncio.Task[Any]) -> Outcome:
     result = task.result()
     if not result["ok"]:
         return Outcome(False, str((result.get("error") or {}).get("message")))
-    return Outcome(True, complete=_complete(result.get("data")))
-
-
-def _complete(data: Any) -> bool:
-    """pre_power_on's `complete`, which the document types as a string ("true"/"false")."""
-    if isinstance(data, dict):
-        value = data.get("complete")
-        return value is True or str(value).lower() == "true"
-    return False
+    return Outcome(True, complete=power.preheat_complete(result.get("data")))

@@ -16,13 +16,25 @@ def _set_percent(percent: int, ramp: str) -> Command:
     return _PERCENT_COMMANDS[ramp], params
 
 
+def _preheat_complete(data: Any) -> bool:
+    """pre_power_on's `complete`, which the document types as a string ("true"/"false")."""
+    if isinstance(data, dict):
+        value = data.get("complete")
+        return value is True or str(value).lower() == "true"
+    return False
+
+
 KIND = DeviceKind(
     name="whatsminer",
     config=WhatsminerConfig,
     catalog=CATALOG,
     driver=WhatsminerDriver,
     power=PowerCapability(
-        sleep="power_off", wake="power_on", preheat="pre_power_on", percent=_set_percent
+        sleep="power_off",
+        wake="power_on",
+        preheat="pre_power_on",
+        preheat_complete=_preheat_complete,
+        percent=_set_percent,
     ),
     commands=add_whatsminer_parser,
     simulator="agent.devices.whatsminer.simulator",
