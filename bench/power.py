@@ -394,7 +394,7 @@ async def _start_fleets(count: int, **options: Any) -> list[SimFleet]:
 def wait_learned(side: Side, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        power = side.agent.router.power
+        power = side.agent.power
         if (
             power
             and len(power.tracks) == len(side.fleet.devices)
