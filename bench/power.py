@@ -38,7 +38,7 @@ from agent import logs
 from agent.config.settings import LoadedConfig, Settings
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.simulator import start_fleet
-from agent.runtime.agent import Agent
+from agent.runtime.service import AgentService
 from agent.simulate.fleet import LoopThread, SimFleet
 from bench.procs import Mosquitto
 
@@ -69,7 +69,7 @@ class Sample:
 class Side:
     name: str
     fleet: SimFleet
-    agent: Agent
+    agent: AgentService
     thread: LoopThread
     running: Future[None]
     full_w: float = 0.0
@@ -131,9 +131,9 @@ def agent_settings(
     )
 
 
-def start_agent(settings: Settings) -> tuple[Agent, LoopThread, Future[None]]:
+def start_agent(settings: Settings) -> tuple[AgentService, LoopThread, Future[None]]:
     thread = LoopThread(settings.agent.id)
-    agent = Agent(LoadedConfig(settings, None, []))
+    agent = AgentService(LoadedConfig(settings, None, []))
     running = asyncio.run_coroutine_threadsafe(agent.run(), thread.loop)
     if not agent.running.wait(30):
         raise SystemExit(f"agent {settings.agent.id} did not start")

@@ -81,16 +81,16 @@ def _short(filename: str, lineno: int) -> str:
 
 
 def install() -> None:
-    from agent.runtime.agent import Agent
+    from agent.runtime.service import AgentService
 
-    original = Agent.health
+    original = AgentService.health
 
     def health(self: Any) -> dict[str, Any]:
         figures = original(self)
         figures["bench"] = _bench_figures(self)
         return figures
 
-    Agent.health = health  # type: ignore[method-assign]
+    AgentService.health = health  # type: ignore[method-assign]
 
 
 if os.environ.get("EDGE_AGENT_BENCH_HOOK") == "1":

@@ -41,7 +41,7 @@ log = get_logger("agent")
 SWEEP_WINDOW_S = 10.0  # how long after the first connect retained leftovers are collected
 
 
-class Agent:
+class AgentService:
     def __init__(self, loaded: LoadedConfig, *, notifier: Notifier | None = None) -> None:
         self.loaded = loaded
         self.settings: Settings = loaded.settings
@@ -104,7 +104,7 @@ class Agent:
                 self.topics,
                 self.workers,
                 summary=self.device_summary,
-                health=lambda: self.health(),  # late-bound: the bench hook wraps Agent.health
+                health=lambda: self.health(),  # late-bound: the bench hook wraps health
                 reload=self.reload,
             ),
             publisher=self.publisher,
