@@ -385,7 +385,8 @@ class AgentService:
         """The controller's retained state; the site target's range in Home Assistant follows
         the fleet maximum it learned (before that its maximum is a placeholder)."""
         self.publisher.publish_power_state(payload)
-        assert self.power is not None
+        if self.power is None:
+            return
         maximum = round(self.power.fleet_max_w())
         if maximum != self._announced_max_w:
             self._announced_max_w = maximum
