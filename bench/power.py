@@ -38,7 +38,7 @@ from agent import logs
 from agent.config.settings import LoadedConfig, Settings, build_settings
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.kinds import KINDS
-from agent.runtime.agent import Agent
+from agent.runtime.service import AgentService
 from bench.procs import Mosquitto
 from edge_agent_sim.fleet import LoopThread, SimFleet
 from edge_agent_sim.whatsminer import start_fleet
@@ -70,7 +70,7 @@ class Sample:
 class Side:
     name: str
     fleet: SimFleet
-    agent: Agent
+    agent: AgentService
     thread: LoopThread
     running: Future[None]
     full_w: float = 0.0
@@ -133,9 +133,9 @@ def agent_settings(
     )
 
 
-def start_agent(settings: Settings) -> tuple[Agent, LoopThread, Future[None]]:
+def start_agent(settings: Settings) -> tuple[AgentService, LoopThread, Future[None]]:
     thread = LoopThread(settings.agent.id)
-    agent = Agent(LoadedConfig(settings, None, []))
+    agent = AgentService(LoadedConfig(settings, None, []))
     running = asyncio.run_coroutine_threadsafe(agent.run(), thread.loop)
     if not agent.running.wait(30):
         raise SystemExit(f"agent {settings.agent.id} did not start")
@@ -396,7 +396,7 @@ async def _start_fleets(count: int, **options: Any) -> list[SimFleet]:
 def wait_learned(side: Side, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        power = side.agent.router.power
+        power = side.agent.power
         if (
             power
             and len(power.tracks) == len(side.fleet.devices)

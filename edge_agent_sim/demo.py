@@ -75,9 +75,9 @@ async def run_demo(args: argparse.Namespace) -> None:
         devices=[KINDS[d["kind"]].config.model_validate(d) for d in devices],
     )
     print_where_to_look(settings, host, port, embedded=broker is not None)
-    from agent.runtime.agent import Agent
+    from agent.runtime.service import AgentService
 
-    agent = Agent(LoadedConfig(settings, None, []))
+    agent = AgentService(LoadedConfig(settings, None, []))
     if args.duration:
         asyncio.get_running_loop().call_later(args.duration, agent.request_stop)
     try:

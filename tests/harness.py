@@ -27,7 +27,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config.settings import LoadedConfig, Settings, build_settings
 from agent.kinds import KINDS
-from agent.runtime.agent import Agent
+from agent.runtime.service import AgentService
 from edge_agent_sim.fleet import LoopThread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,11 +193,11 @@ class Probe:
 
 
 class AgentThread:
-    """The real Agent on its own event loop thread, as `edge-agent run` would run it."""
+    """The real AgentService on its own event loop thread, as `edge-agent run` would run it."""
 
     def __init__(self, settings: Settings, path: Path | None = None) -> None:
         self.loop_thread = LoopThread("agent")
-        self.agent = Agent(LoadedConfig(settings, path, []))
+        self.agent = AgentService(LoadedConfig(settings, path, []))
         self.future = asyncio.run_coroutine_threadsafe(self.agent.run(), self.loop_thread.loop)
         assert self.agent.running.wait(10), "agent did not start"
 

@@ -378,7 +378,7 @@ def test_power_control_writes_are_audited_with_their_origin(rig: Rig) -> None:
     worker = agent.workers["wm-locked"]
     mark = rig.probe.mark()
     result = rig.agent.run(
-        agent.router.execute_internal(
+        agent.commands.execute_internal(
             worker, "set_power_pct", {"percent": 80}, transaction="power-test"
         )
     )
@@ -396,7 +396,7 @@ def test_power_control_writes_are_audited_with_their_origin(rig: Rig) -> None:
     )
     # power control passes the same gate: a gated command is refused to it too
     refused = rig.agent.run(
-        agent.router.execute_internal(worker, "update_pools", POOLS, transaction="power-evil")
+        agent.commands.execute_internal(worker, "update_pools", POOLS, transaction="power-evil")
     )
     assert refused["error"]["code"] == "not_allowed"
     audit = rig.probe.wait_for(

@@ -64,7 +64,7 @@ def test_a_simulator_takes_nothing_from_the_product_but_the_pinned_crypto(kind: 
 
 def test_the_service_runs_without_loading_the_simulators() -> None:
     probe = (
-        "import sys; import agent.cli, agent.runtime.agent, agent.devices; "
+        "import sys; import agent.cli, agent.runtime.service, agent.devices; "
         "agent.cli.build_parser(); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'amqtt')))"
     )

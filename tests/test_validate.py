@@ -25,6 +25,7 @@ from agent.errors import (
     UnknownCommandError,
     ValidationError,
 )
+from agent.runtime.commands import payload_transaction
 
 LEVEL = CommandSpec(
     "set_level",
@@ -119,9 +120,11 @@ def test_set_payload_must_be_an_object(payload: bytes) -> None:
     ],
 )
 def test_set_payload_without_command_keeps_the_transaction(body: dict[str, Any]) -> None:
-    error = refused(parse_set_payload, json.dumps(body).encode())
+    payload = json.dumps(body).encode()
+    error = refused(parse_set_payload, payload)
     assert '"command" is missing' in error.message
-    assert error.data == {"transaction": "t-1"}
+    assert error.data is None  # the transaction rides in the command service's call instead
+    assert payload_transaction(payload) == "t-1"
 
 
 # {device}/set/{command} ------------------------------------------------------------------

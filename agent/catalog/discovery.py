@@ -18,6 +18,7 @@ from typing import Any
 
 from agent import __version__
 from agent.catalog.model import Catalog, EntityDescription
+from agent.catalog.topics import DiscoveryTopics, Topics
 
 ORIGIN = {
     "name": "edge-agent",
@@ -33,8 +34,12 @@ class DiscoveryContext:
     agent_id: str
 
     @property
+    def topics(self) -> Topics:
+        return Topics(self.base, self.agent_id)
+
+    @property
     def bridge_state(self) -> str:
-        return f"{self.base}/bridge/{self.agent_id}/state"
+        return self.topics.bridge_state
 
     @property
     def bridge_identifier(self) -> str:
@@ -42,7 +47,7 @@ class DiscoveryContext:
 
 
 def topic(ctx: DiscoveryContext, platform: str, node: str, key: str) -> str:
-    return f"{ctx.prefix}/{platform}/{node}/{key}/config"
+    return DiscoveryTopics(ctx.prefix).config(platform, node, key)
 
 
 def value_template(entity: EntityDescription) -> str | None:
@@ -107,7 +112,8 @@ def entity_payload(
     entity: EntityDescription,
     device: Mapping[str, Any],
 ) -> dict[str, Any]:
-    state_topic = f"{ctx.base}/{device_id}"
+    topics = ctx.topics
+    state_topic = topics.state(device_id)
     payload: dict[str, Any] = {
         "name": entity.name,
         "unique_id": f"edgeagent_{device_id}_{entity.key}",
@@ -116,7 +122,7 @@ def entity_payload(
         "origin": ORIGIN,
         "availability": [
             {"topic": ctx.bridge_state},
-            {"topic": f"{state_topic}/availability"},
+            {"topic": topics.availability(device_id)},
         ],
         "availability_mode": "all",
     }
@@ -159,7 +165,7 @@ def _add_command(
     entity: EntityDescription,
 ) -> None:
     assert entity.command is not None
-    payload["command_topic"] = f"{ctx.base}/{device_id}/set/{entity.command}"
+    payload["command_topic"] = ctx.topics.set(device_id, entity.command)
     spec = catalog.command(entity.command)
     param = spec.param(spec.plain) if spec and spec.plain else None
     if entity.platform == "button":

@@ -60,9 +60,7 @@ def parse_set_payload(payload: bytes) -> CommandRequest:
     transaction = body.get("transaction")
     name = body.get("command")
     if not isinstance(name, str) or not name:
-        raise ValidationError(
-            '"command" is missing or not a string', data={"transaction": transaction}
-        )
+        raise ValidationError('"command" is missing or not a string')
     params = {k: v for k, v in body.items() if k not in _RESERVED_KEYS}
     return CommandRequest(name=name, params=params, transaction=transaction)
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent import __version__
 from agent.catalog.discovery import (
     ORIGIN,
     DiscoveryContext,
@@ -26,6 +25,7 @@ from agent.catalog.discovery import (
 from agent.catalog.model import Catalog, EntityDescription
 from agent.config.base import DeviceConfig
 from agent.logs import get_logger
+from agent.runtime.bridge import BRIDGE_CATALOG, bridge_device
 
 log = get_logger("discovery")
 # A removed device's state and availability topics are cleared this long after its discovery
@@ -60,8 +60,6 @@ class Announcer:
         config: DeviceConfig,
         catalog: Catalog,
         state: Mapping[str, Any] | None,
-        *,
-        force: bool = False,
     ) -> int:
         """Publish what changed for one device; returns how many config topics were sent."""
         if not self.enabled:
@@ -71,7 +69,7 @@ class Announcer:
         # before building any payload.
         signature = _signature(config, catalog, state)
         previous = self._announced.get(device_id)
-        if previous and previous.signature == signature and not force:
+        if previous and previous.signature == signature:
             return 0
         entities = announced_entities(catalog, state, config.allow_commands)
         url = getattr(config, "url", None)
@@ -106,20 +104,14 @@ class Announcer:
         for config_topic in announced.topics if announced else ():
             self._clear(config_topic)
 
-    def announce_bridge(self, entities: Iterable[EntityDescription], catalog: Catalog) -> None:
+    def announce_bridge(self, entities: Iterable[EntityDescription]) -> None:
         if not self.enabled:
             return
         node = f"bridge_{self.ctx.agent_id}"
-        device = {
-            "identifiers": [self.ctx.bridge_identifier],
-            "name": f"edge-agent {self.ctx.agent_id}",
-            "manufacturer": "edge-agent",
-            "model": "edge-agent bridge",
-            "sw_version": __version__,
-        }
+        device = bridge_device(self.ctx)
         payloads: dict[str, bytes] = {}
         for entity in entities:
-            config = entity_payload(self.ctx, catalog, node, entity, device)
+            config = entity_payload(self.ctx, BRIDGE_CATALOG, node, entity, device)
             config["unique_id"] = f"edgeagent_bridge_{self.ctx.agent_id}_{entity.key}"
             # The id Home Assistant 2024.1 derives (device name + entity name), so that a
             # dashboard written once works with every release.
@@ -141,9 +133,6 @@ class Announcer:
         self._announced = {
             k: Announcement(v.topics, ("stale",)) for k, v in self._announced.items()
         }
-
-    def devices(self) -> list[str]:
-        return list(self._announced)
 
 
 def _signature(

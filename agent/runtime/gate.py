@@ -1,5 +1,4 @@
-"""The one door every device command goes through, whoever sends it: MQTT, the CLI or site
-power control.
+"""The security gate inside the command service (agent.runtime.commands).
 
 It resolves the command, validates its params, checks the call's class (routine, disruptive,
 sensitive) against the device's allow_commands, runs it, and leaves exactly one audit line
@@ -11,7 +10,7 @@ hashrate leaves a trace even though nothing reached the miner.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -30,7 +29,6 @@ from agent.errors import AgentError, NotAllowedError
 from agent.logs import get_logger
 
 log = get_logger("audit")
-Execute = Callable[[str, dict[str, Any]], Awaitable[Any]]
 AuditSink = Callable[[dict[str, Any]], None]
 
 
@@ -103,49 +101,18 @@ class CommandGate:
         self.record(admitted, result)
         return result
 
+    def refused_parse(
+        self, device: str, request: CommandRequest, origin: Origin, result: dict[str, Any]
+    ) -> None:
+        """A payload that could not be read as a command is audited like any refusal."""
+        self._audit(device, request, origin, None, {}, result)
+
     def record(self, admitted: Admitted, result: dict[str, Any]) -> None:
         """The outcome of an admitted command: one audit line."""
         shown = redact_params(admitted.spec, admitted.params)
         self._audit(
             admitted.device, admitted.request, admitted.origin, admitted.security, shown, result
         )
-
-    async def run(
-        self,
-        device: DeviceConfig,
-        catalog: Catalog,
-        origin: Origin,
-        prepare: Callable[[], CommandRequest],
-        execute: Execute,
-        *,
-        name: str | None = None,
-    ) -> dict[str, Any]:
-        """The whole way: `prepare` parses the request (its errors are results too), then
-        admit, execute and record. Always returns a result; never raises an AgentError."""
-        started = time.monotonic()
-        request = CommandRequest(name, {})
-        try:
-            request = prepare()
-        except AgentError as exc:
-            request = _with_transaction(request, exc)
-            result = command_result(request, started, ok=False, error=exc.as_dict())
-            self._audit(device.id, request, origin, None, {}, result)
-            return result
-        try:
-            admitted = self.admit(device, catalog, request, origin)
-        except AgentError as exc:
-            return command_result(request, started, ok=False, error=exc.as_dict())
-        try:
-            data = await execute(admitted.spec.name, admitted.params)
-            result = command_result(request, started, ok=True, data=data)
-        except AgentError as exc:
-            result = command_result(request, started, ok=False, error=exc.as_dict())
-        except Exception as exc:  # the agent must answer even when a driver misbehaves
-            log.exception("command crashed", device=device.id, command=request.name)
-            error = {"code": "internal", "message": f"internal error: {type(exc).__name__}"}
-            result = command_result(request, started, ok=False, error=error)
-        self.record(admitted, result)
-        return result
 
     def _audit_refusal(
         self,
@@ -195,15 +162,6 @@ class CommandGate:
             log.warning("audit", **fields)
         if self.sink is not None:
             self.sink(entry)
-
-
-def _with_transaction(request: CommandRequest, exc: AgentError) -> CommandRequest:
-    """A payload that failed to parse may still have named its transaction."""
-    if isinstance(exc.data, dict) and "transaction" in exc.data:
-        transaction = exc.data["transaction"]
-        exc.data = None
-        return CommandRequest(request.name, {}, transaction)
-    return request
 
 
 def command_result(

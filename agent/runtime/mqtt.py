@@ -295,11 +295,6 @@ class MqttLink:
         if known:
             self._pump()
 
-    @property
-    def backlog(self) -> int:
-        """Retained topics waiting to be sent (for health)."""
-        return len(self._dirty)
-
     def publish(
         self,
         topic: str,

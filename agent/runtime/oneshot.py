@@ -20,7 +20,8 @@ from agent.errors import AgentError, ErrorCode, UnknownCommandError
 from agent.kinds import KINDS
 from agent.logs import redact_text
 from agent.runtime.announcer import announced_entities
-from agent.runtime.gate import CommandGate, Origin
+from agent.runtime.commands import CommandCall, CommandService
+from agent.runtime.gate import Origin
 
 
 def find_device(settings: Settings, device_id: str) -> DeviceConfig:
@@ -60,8 +61,8 @@ async def send_once(
         finally:
             await driver.close()
 
-    gate = CommandGate()
-    return await gate.run(device, kind.catalog, Origin("cli"), prepare, execute, name=command)
+    call = CommandCall(device, kind.catalog, Origin("cli"), prepare, execute, name=command)
+    return await CommandService().run(call)
 
 
 def send_through_agent(

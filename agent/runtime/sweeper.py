@@ -15,10 +15,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from agent.catalog.topics import DiscoveryTopics, Topics
 from agent.logs import get_logger
 from agent.runtime.announcer import CLEAR_STATE_AFTER_S
 from agent.runtime.mqtt import Inbound, MqttLink
-from agent.runtime.topics import Topics
 
 log = get_logger("sweeper")
 
@@ -33,7 +33,7 @@ class StaleDeviceSweeper:
     ) -> None:
         self.link = link
         self.topics = topics
-        self.prefix = discovery_prefix
+        self.discovery = DiscoveryTopics(discovery_prefix)
         self.current_ids = current_ids
         self.info_read = False
         self.sweeping: set[str] = set()
@@ -48,9 +48,8 @@ class StaleDeviceSweeper:
                 self.info_read = True
                 self._sweep(_device_ids(message.payload) - self.current_ids())
             return True
-        parts = message.topic.split("/")
-        is_config = len(parts) == 5 and parts[0] == self.prefix and parts[4] == "config"
-        if is_config and parts[2] in self.sweeping:
+        node = self.discovery.parse_config(message.topic)
+        if node is not None and node in self.sweeping:
             if message.payload:
                 self.link.clear_retained(message.topic)
             return True
@@ -60,7 +59,7 @@ class StaleDeviceSweeper:
         """Stop listening: the retained configs arrived right after subscribing."""
         self.link.unsubscribe(self.topics.bridge_info)
         for device in self.sweeping:
-            self.link.unsubscribe(self._pattern(device))
+            self.link.unsubscribe(self.discovery.device_configs(device))
         self.sweeping.clear()
 
     def _sweep(self, removed: set[str]) -> None:
@@ -70,7 +69,7 @@ class StaleDeviceSweeper:
         log.info("clearing devices removed from the config", devices=sorted(removed))
         for device in removed:
             self.sweeping.add(device)
-            self.link.subscribe(self._pattern(device))
+            self.link.subscribe(self.discovery.device_configs(device))
         # After the configs (cleared as they arrive), so that no entity gets an empty state.
         asyncio.get_running_loop().call_later(CLEAR_STATE_AFTER_S, self._clear_states, removed)
 
@@ -78,9 +77,6 @@ class StaleDeviceSweeper:
         for device in removed - self.current_ids():
             self.link.clear_retained(self.topics.state(device))
             self.link.clear_retained(self.topics.availability(device))
-
-    def _pattern(self, device: str) -> str:
-        return f"{self.prefix}/+/{device}/+/config"
 
 
 def _device_ids(payload: bytes) -> set[str]:

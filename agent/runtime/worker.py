@@ -8,7 +8,6 @@ own in-flight request.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable
@@ -25,12 +24,13 @@ from agent.runtime.energy import EnergyBook
 log = get_logger("device")
 
 
-class Publisher(Protocol):
-    def device_state(self, worker: DeviceWorker, payload: bytes) -> None: ...
-    def device_availability(self, worker: DeviceWorker, online: bool) -> None: ...
-    def device_raw(self, worker: DeviceWorker, raw: dict[str, Any]) -> None: ...
-    def device_events(self, worker: DeviceWorker, events: list[dict[str, Any]]) -> None: ...
-    def device_polled(self, worker: DeviceWorker) -> None: ...
+class Outlet(Protocol):
+    """Where a worker's readings go (agent.runtime.publisher.Publisher in the agent)."""
+
+    def publish_state(self, device: DeviceWorker, state: dict[str, Any]) -> None: ...
+    def publish_availability(self, device: DeviceWorker, online: bool) -> None: ...
+    def publish_raw(self, device: DeviceWorker, raw: dict[str, Any]) -> None: ...
+    def publish_events(self, device: DeviceWorker, events: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -49,7 +49,7 @@ class DeviceWorker:
         self,
         config: DeviceConfig,
         kind: DeviceKind,
-        publisher: Publisher,
+        publisher: Outlet,
         *,
         offline_after: int,
         state_refresh: float,
@@ -69,8 +69,6 @@ class DeviceWorker:
         self.stats = PollStats()
         self.state: dict[str, Any] | None = None
         self.available: bool | None = None
-        self._published: bytes | None = None
-        self._published_at = float("-inf")
         self._wake_requested = False
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -170,7 +168,7 @@ class DeviceWorker:
         if self.stats.consecutive_failures >= self.offline_after and self.available is not False:
             self.available = False
             log.warning("device offline", device=self.id, after=self.stats.consecutive_failures)
-            self.publisher.device_availability(self, False)
+            self.publisher.publish_availability(self, False)
 
     def _poll_succeeded(self, result: PollResult) -> None:
         self.stats.ok += 1
@@ -184,22 +182,12 @@ class DeviceWorker:
             if self.available is False:
                 log.info("device online", device=self.id)
             self.available = True
-            self.publisher.device_availability(self, True)
-        self._publish_state(result.state)
+            self.publisher.publish_availability(self, True)
+        self.publisher.publish_state(self, result.state)
         if result.raw and self.config.publish_raw:
-            self.publisher.device_raw(self, result.raw)
+            self.publisher.publish_raw(self, result.raw)
         if result.events:
-            self.publisher.device_events(self, result.events)
-        self.publisher.device_polled(self)
-
-    def _publish_state(self, state: dict[str, Any], *, force: bool = False) -> None:
-        payload = json.dumps(state, separators=(",", ":"), default=str).encode()
-        now = time.monotonic()
-        stale = now - self._published_at >= self.state_refresh
-        if force or stale or payload != self._published:
-            self._published = payload
-            self._published_at = now
-            self.publisher.device_state(self, payload)
+            self.publisher.publish_events(self, result.events)
 
     async def execute(self, command: str, params: dict[str, Any], timeout: float) -> Any:
         async with self.lock:

@@ -18,9 +18,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.catalog.topics import Topics
 from agent.config.settings import Settings
 from agent.runtime.mqtt import Inbound, MqttLink
-from agent.runtime.topics import Topics
 
 
 class BridgeError(Exception):
@@ -33,7 +33,7 @@ class BridgeClient:
         self.topics = Topics(settings.mqtt.base_topic, settings.agent.id)
         self.timeout = timeout
         self.session = uuid.uuid4().hex[:12]
-        self.reply_topic = f"{self.topics.bridge}/cli/{self.session}"
+        self.reply_topic = self.topics.cli_reply(self.session)
         self._cond = threading.Condition()
         self._latest: dict[str, bytes] = {}  # retained topics: the newest payload
         self._replies: list[Inbound] = []  # on answer topics, while a call waits
@@ -119,9 +119,7 @@ class BridgeClient:
     def command(self, device: str, command: str, params: dict[str, Any], timeout: float) -> Any:
         """A device command through the agent: its one result."""
         body = {"command": command, **params}
-        return self.call(
-            f"{self.topics.state(device)}/set", body, self.topics.result(device), timeout
-        )
+        return self.call(self.topics.set(device), body, self.topics.result(device), timeout)
 
     def call(self, topic: str, body: dict[str, Any], answer_topic: str, timeout: float) -> Any:
         transaction = f"cli-{self.session}-{uuid.uuid4().hex[:8]}"

@@ -88,7 +88,7 @@ def _short(filename: str, lineno: int) -> str:
 
 
 def install() -> None:
-    from agent.runtime.agent import Agent
+    from agent.runtime.service import AgentService
     from agent.runtime.worker import DeviceWorker
 
     original_poll = DeviceWorker.poll
@@ -101,14 +101,14 @@ def install() -> None:
         return state
 
     DeviceWorker.poll = poll  # type: ignore[method-assign]
-    original = Agent.health
+    original = AgentService.health
 
     def health(self: Any) -> dict[str, Any]:
         figures = original(self)
         figures["bench"] = _bench_figures(self)
         return figures
 
-    Agent.health = health  # type: ignore[method-assign]
+    AgentService.health = health  # type: ignore[method-assign]
 
 
 if os.environ.get("EDGE_AGENT_BENCH_HOOK") == "1":

@@ -25,7 +25,8 @@ from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.driver import WhatsminerDriver
 from agent.errors import AgentError, DeviceTimeoutError
-from agent.runtime.gate import Admitted, CommandGate, Origin
+from agent.runtime.commands import CommandService
+from agent.runtime.gate import Admitted, Origin
 from agent.tools.progress import Progress, format_seconds
 
 DEFAULT_WAIT_S = 600.0  # a flash and reboot takes minutes on real miners
@@ -141,7 +142,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         os.umask(previous)
 
 
-_GATE = CommandGate()  # the CLI's audit lines go to the log only
+_COMMANDS = CommandService()  # the CLI's audit lines go to the log only
 
 
 def _prepare(
@@ -159,7 +160,7 @@ def _prepare(
             f"(its Whatsminers: {', '.join(miners) or 'none'})"
         )
     try:
-        admitted = _GATE.admit(device, CATALOG, CommandRequest(command, raw), Origin("cli"))
+        admitted = _COMMANDS.admit(device, CATALOG, CommandRequest(command, raw), Origin("cli"))
     except AgentError as exc:
         raise SystemExit(f"{args.device}: {exc.code}: {exc.message}") from None
     return WhatsminerDriver(device), admitted
@@ -169,9 +170,9 @@ def _run(admitted: Admitted, flow: Coroutine[Any, Any, Any]) -> int:
     try:
         result = asyncio.run(flow)
     except AgentError as exc:
-        _GATE.outcome(admitted, error=exc.as_dict())
+        _COMMANDS.outcome(admitted, error=exc.as_dict())
         print(f"\nfailed: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
-    _GATE.outcome(admitted)
+    _COMMANDS.outcome(admitted)
     print(json.dumps(result, indent=2))
     return 0

@@ -1,14 +1,15 @@
-"""The running agent: MQTT session, device workers, discovery, bridge topics, reloads.
+"""The running agent and its composition root: MQTT session, device workers, discovery,
+bridge topics, site power control, reloads.
 
-Data flows one way: a worker polls, normalises and hands the state here to publish; a message
-on a command topic is validated against the kind's catalog, run by that device's worker, and
-answered with exactly one result.
+Data flows one way: a worker polls, normalises and hands the state to the publisher; a message
+on a command topic goes through the command service (validated against the kind's catalog,
+run by that device's worker) and is answered with exactly one result. Every collaborator is
+built here and gets only what it uses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 import time
@@ -18,24 +19,29 @@ from typing import Any
 
 from agent import __version__
 from agent.catalog.discovery import DiscoveryContext
+from agent.catalog.topics import Topics
 from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, LoadedConfig, Settings, load_config
 from agent.kinds import KINDS
 from agent.logs import get_logger, register_secrets
+from agent.power.controller import PowerController
 from agent.runtime.announcer import CLEAR_STATE_AFTER_S, Announcer
-from agent.runtime.commands import CommandRouter
-from agent.runtime.energy import EnergyBook, metered, state_directory
+from agent.runtime.bridge import BridgeRequests, bridge_entities, power_entities
+from agent.runtime.commands import CommandService, WorkerCommands
+from agent.runtime.energy import EnergyBook, metered, site_entity, state_directory
+from agent.runtime.inbound import InboundDispatcher
 from agent.runtime.mqtt import Inbound, MqttLink
+from agent.runtime.power_port import AgentPowerPort
+from agent.runtime.publisher import Publisher
 from agent.runtime.sweeper import StaleDeviceSweeper
 from agent.runtime.systemd import Notifier
-from agent.runtime.topics import Topics
 from agent.runtime.worker import DeviceWorker
 
 log = get_logger("agent")
 SWEEP_WINDOW_S = 10.0  # how long after the first connect retained leftovers are collected
 
 
-class Agent:
+class AgentService:
     def __init__(self, loaded: LoadedConfig, *, notifier: Notifier | None = None) -> None:
         self.loaded = loaded
         self.settings: Settings = loaded.settings
@@ -66,7 +72,19 @@ class Agent:
             self.link.clear_retained,
             enabled=ha.enabled,
         )
-        self.router = CommandRouter(self)
+        self.publisher = Publisher(
+            self.link,
+            self.topics,
+            self.announcer,
+            availability_changed=self.publish_info_soon,
+            audit_enabled=lambda: self.settings.agent.audit_topic,
+        )
+        self.commands = WorkerCommands(
+            CommandService(self.publisher.publish_audit),
+            self.publisher,
+            self.topics,
+            lambda: self.settings.agent.command_timeout,
+        )
         self.energy = EnergyBook(
             state_directory(self.settings.agent.state_directory),
             members=self._site_members(self.settings),
@@ -75,6 +93,27 @@ class Agent:
         self.sweeper = StaleDeviceSweeper(
             self.link, self.topics, ha.discovery_prefix, lambda: set(self.workers)
         )
+        self.inbound = InboundDispatcher(
+            self.topics,
+            ha_status_topic=lambda: self.settings.homeassistant.status_topic,
+            claimed=self.sweeper.handle,
+            workers=self.workers,
+            commands=self.commands,
+            requests=BridgeRequests(
+                self.publisher,
+                self.topics,
+                self.workers,
+                summary=self.device_summary,
+                health=lambda: self.health(),  # late-bound: the bench hook wraps health
+                reload=self.reload,
+            ),
+            publisher=self.publisher,
+            spawn=self.spawn,
+            ha_online=self._ha_online,
+            unsubscribe=self.link.unsubscribe,
+        )
+        self.power: PowerController | None = None
+        self._announced_max_w: int | None = None
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -85,13 +124,13 @@ class Agent:
         )
         self.link.subscribe(*self.topics.subscriptions(self.settings.homeassistant.status_topic))
         self.sweeper.start()
-        self.link.publish_retained(self.topics.bridge_state, b"online")
+        self.publisher.publish_bridge_state(True)
         for device in self.settings.devices:
             self._add_worker(device)
-        self.router.start_power()
+        self.start_power()
         self.publish_site_energy()
         self.publish_info()
-        self.router.announce_bridge()
+        self.announce_bridge()
         self.link.start()
         self.notifier.ready(f"{len(self.workers)} devices")
         self.running.set()
@@ -107,7 +146,8 @@ class Agent:
     async def _shutdown(self) -> None:
         self.notifier.stopping()
         log.info("agent stopping")
-        await self.router.close()
+        if self.power is not None:
+            await self.power.close()
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
         self.energy.save()
         final = {self.topics.availability(d): b"offline" for d in self.workers}
@@ -140,13 +180,14 @@ class Agent:
         worker = DeviceWorker(
             device,
             KINDS[device.kind],
-            self,
+            self.publisher,
             offline_after=agent.offline_after,
             state_refresh=agent.state_refresh,
             jitter=agent.jitter,
             energy=self.energy if metered(KINDS[device.kind].catalog) else None,
         )
         self.workers[device.id] = worker
+        self.publisher.forget(device.id)
         worker.state = last_state
         self.announcer.announce_device(device, worker.kind.catalog, last_state)
         worker.start()
@@ -161,32 +202,7 @@ class Agent:
     def _clear_device_topics(self, device_id: str) -> None:
         if device_id in self.workers:
             return  # added back meanwhile: its topics are live again
-        for topic in (self.topics.state(device_id), self.topics.availability(device_id)):
-            self.link.clear_retained(topic)
-
-    # what workers hand over (the Publisher protocol) ------------------------------------
-
-    def device_state(self, worker: DeviceWorker, payload: bytes) -> None:
-        self.link.publish_retained(self.topics.state(worker.id), payload)
-
-    def device_availability(self, worker: DeviceWorker, online: bool) -> None:
-        self.link.publish_retained(
-            self.topics.availability(worker.id), b"online" if online else b"offline"
-        )
-        self.publish_info_soon()
-
-    def device_raw(self, worker: DeviceWorker, raw: dict[str, Any]) -> None:
-        for endpoint, body in raw.items():
-            self.link.publish(self.topics.raw(worker.id, endpoint), _json(body))
-
-    def device_events(self, worker: DeviceWorker, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            log.info("device event", device=worker.id, detail=event)
-            self.link.publish(self.topics.event(worker.id), _json(event))
-
-    def device_polled(self, worker: DeviceWorker) -> None:
-        self.announcer.announce_device(worker.config, worker.kind.catalog, worker.state)
-        self.router.device_polled(worker)
+        self.publisher.clear_device(device_id)
 
     # bridge ----------------------------------------------------------------------------
 
@@ -203,18 +219,14 @@ class Agent:
 
     def publish_site_energy(self) -> None:
         if self.settings.power.enabled:
-            self.link.publish_retained(self.site_energy_topic, _json(self.energy.site_state()))
-
-    @property
-    def site_energy_topic(self) -> str:
-        return f"{self.topics.bridge}/energy"
+            self.publisher.publish_site_energy(self.energy.site_state())
 
     @staticmethod
     def _site_members(settings: Settings) -> list[str]:
         return list(settings.power.members) if settings.power.enabled else []
 
     def publish_info(self) -> None:
-        self.link.publish_retained(self.topics.bridge_info, _json(self.info()))
+        self.publisher.publish_info(self.info())
 
     def info(self) -> dict[str, Any]:
         s = self.settings
@@ -302,14 +314,18 @@ class Agent:
             self._add_worker(fresh[device_id], last_state=old_worker.state)
         for device_id in added:
             self._add_worker(fresh[device_id])
-        await self.router.reconfigure()
+        if self.power is not None:
+            self.power.reconfigure(self.settings.power)
+        else:
+            self.start_power()
+        self.announce_bridge()
         return {"added": added, "removed": removed, "changed": changed}
 
     # inbound ---------------------------------------------------------------------------
 
     def _from_network_thread(self, message: Inbound) -> None:
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.router.dispatch, message)
+            self.loop.call_soon_threadsafe(self.inbound.dispatch, message)
 
     def _connected_from_network_thread(self) -> None:
         if self.loop is not None:
@@ -317,7 +333,11 @@ class Agent:
 
     def _disconnected_from_network_thread(self) -> None:
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.router.mqtt_lost)
+            self.loop.call_soon_threadsafe(self._mqtt_lost)
+
+    def _mqtt_lost(self) -> None:
+        if self.power is not None:
+            self.power.mqtt_lost()
 
     def _connected(self) -> None:
         if self.link.connects == 1 and self.loop is not None:
@@ -327,7 +347,7 @@ class Agent:
     def _reannounce(self) -> None:
         """After a (re)connect or a Home Assistant restart: discovery, then current states."""
         self.announcer.reset()
-        self.router.announce_bridge()
+        self.announce_bridge()
         workers = list(self.workers.values())
         spread = min(2.0, 0.002 * len(workers))
         for worker in workers:
@@ -339,11 +359,43 @@ class Agent:
             return
         self.announcer.announce_device(worker.config, worker.kind.catalog, worker.state)
 
+    def _ha_online(self) -> None:
+        """Home Assistant restarted: discovery again, then every current state."""
+        self._reannounce()
+        if self.loop is not None:
+            self.loop.call_later(min(3.0, 0.5 + 0.002 * len(self.workers)), self.republish_states)
+
     def republish_states(self) -> None:
         for worker in self.workers.values():
-            if worker.state is not None:
-                self.device_state(worker, _json(worker.state))
+            self.publisher.republish_state(worker)
 
+    # site power control and the bridge device -------------------------------------------
 
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=str).encode()
+    def start_power(self) -> None:
+        if not self.settings.power.enabled or self.power is not None:
+            return
+        port = AgentPowerPort(
+            self.workers, self.commands.execute_internal, self.spawn, self._power_state
+        )
+        self.power = self.inbound.power = PowerController(self.settings.power, port)
+        self.link.subscribe(self.topics.power)
+        self.power.start()
+
+    def _power_state(self, payload: bytes) -> None:
+        """The controller's retained state; the site target's range in Home Assistant follows
+        the fleet maximum it learned (before that its maximum is a placeholder)."""
+        self.publisher.publish_power_state(payload)
+        if self.power is None:
+            return
+        maximum = round(self.power.fleet_max_w())
+        if maximum != self._announced_max_w:
+            self._announced_max_w = maximum
+            self.announce_bridge()
+
+    def announce_bridge(self) -> None:
+        entities = bridge_entities(self.topics)
+        if self.power is not None:
+            members = list(self.settings.power.members)
+            entities += power_entities(self.topics, members, self.power.fleet_max_w())
+            entities.append(site_entity(self.topics.energy))
+        self.announcer.announce_bridge(entities)
