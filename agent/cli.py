@@ -17,6 +17,8 @@ from typing import Any
 
 from agent import __version__, logs
 from agent.config.settings import DEFAULT_PATH, ConfigError, LoadedConfig, load_config
+from agent.devices.kind import CliContext
+from agent.kinds import KINDS
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from looping
 EXIT_USAGE = 2
@@ -100,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_command(sub, "simulate")
     add_scan_parser(command("scan", None, "find devices on the addresses you name"))
     _add_sim_command(sub, "demo")
-    _add_optional_kind_commands(sub)
+    context = CliContext(load=load, log_to_stderr=log_to_stderr)
+    for kind in KINDS.values():
+        if kind.commands is not None:
+            kind.commands(sub, context)
     return parser
 
 
@@ -128,16 +133,8 @@ def _sim_missing(name: str) -> int:
     return EXIT_USAGE
 
 
-def _add_optional_kind_commands(sub: Any) -> None:
-    try:
-        from agent.devices.whatsminer.cli import add_whatsminer_parser
-    except ImportError:
-        return
-    add_whatsminer_parser(sub)
-
-
 def load(args: argparse.Namespace) -> LoadedConfig:
-    return load_config(args.config)
+    return load_config(args.config, kinds=KINDS)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

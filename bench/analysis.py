@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.catalog.discovery import DiscoveryContext, topic
 from agent.catalog.model import Catalog, EntityDescription
-from agent.devices import KINDS
+from agent.kinds import KINDS
 
 if TYPE_CHECKING:
     from bench.fleet import Bench, PhaseRun, Target, Tick

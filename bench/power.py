@@ -35,8 +35,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import logs
-from agent.config.settings import LoadedConfig, Settings
+from agent.config.settings import LoadedConfig, Settings, build_settings
 from agent.devices.whatsminer.config import WhatsminerConfig
+from agent.kinds import KINDS
 from agent.runtime.service import AgentService
 from bench.procs import Mosquitto
 from edge_agent_sim.fleet import LoopThread, SimFleet
@@ -116,7 +117,8 @@ def agent_settings(
         for i, d in enumerate(fleet.devices)
     ]
     members = [d.id for d in devices] if controlled else []
-    return Settings(
+    return build_settings(
+        KINDS,
         agent={"id": agent_id, "log_level": "warning"},
         mqtt={"url": broker.url, "base_topic": "bench-power", "client_id": f"bench-{agent_id}"},
         homeassistant={"enabled": False},

@@ -26,8 +26,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import logs
-from agent.config.settings import AgentSection, Settings
+from agent.config.settings import AgentSection, Settings, build_settings
 from agent.devices.whatsminer.config import WhatsminerConfig
+from agent.kinds import KINDS
 from bench.power import start_agent
 from bench.procs import Mosquitto
 from edge_agent_sim.fleet import LoopThread, SimFleet
@@ -92,7 +93,8 @@ def settings_for(broker: Mosquitto, fleet: SimFleet, run_id: str, jitter: float)
         )
         for i, d in enumerate(fleet.devices)
     ]
-    return Settings(
+    return build_settings(
+        KINDS,
         agent={"id": run_id, "log_level": "warning", "jitter": jitter},
         mqtt={"url": broker.url, "base_topic": f"{BASE}/{run_id}", "client_id": f"a-{run_id}"},
         homeassistant={"enabled": False},

@@ -10,18 +10,21 @@ import importlib
 import ipaddress
 import itertools
 import json
+from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
+from agent.devices.kind import DeviceKind
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import SimFleet
 
-SIMULATED_KINDS = ("xmrig", "whatsminer", "srs", "pool")
 # Where `--spread` puts each device: the kind's usual port (XMRig has none: the doc's example).
 STANDARD_PORTS = {"whatsminer": 4028, "srs": 1985, "xmrig": 44444, "pool": 8080}
 
 
 def add_simulate_parser(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_simulate)
-    parser.add_argument("--kind", choices=SIMULATED_KINDS, default="xmrig")
+    parser.add_argument("--kind", choices=simulated(KINDS), default="xmrig")
     parser.add_argument("--count", type=_positive, default=1, help="how many devices (1 or more)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="first port (0: free ports)")
@@ -64,9 +67,21 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-async def start_kind(kind: str, count: int, host: str, port: int, **options: Any) -> SimFleet:
-    module = importlib.import_module(f"edge_agent_sim.{kind}")
-    fleet: SimFleet = await module.start_fleet(count, host, port, **options)
+def simulated(kinds: Mapping[str, DeviceKind]) -> list[str]:
+    return [name for name, kind in kinds.items() if kind.simulator]
+
+
+def simulator(kind: DeviceKind) -> ModuleType:
+    """The kind's simulator module, named by the kind (the product never imports it)."""
+    if kind.simulator is None:
+        raise ValueError(f"{kind.name} has no simulator")
+    return importlib.import_module(kind.simulator)
+
+
+async def start_kind(
+    kind: DeviceKind, count: int, host: str, port: int, **options: Any
+) -> SimFleet:
+    fleet: SimFleet = await simulator(kind).start_fleet(count, host, port, **options)
     return fleet
 
 
@@ -79,7 +94,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         fleets: list[SimFleet] = []
         try:
             for host, port, count in places:
-                fleets.append(await start_kind(args.kind, count, host, port, **options))
+                fleets.append(await start_kind(KINDS[args.kind], count, host, port, **options))
             for device in (d for fleet in fleets for d in fleet.devices):
                 print(f"{args.kind} listening on {device.host}:{device.port}", flush=True)
             await asyncio.Event().wait()
@@ -137,7 +152,7 @@ def _socket_problem(args: argparse.Namespace, exc: OSError) -> str:
 
 def option_names(kind: str) -> list[str]:
     """The model's fields: what `-o KEY=VALUE` can set."""
-    module = importlib.import_module(f"edge_agent_sim.{kind}")
+    module = simulator(KINDS[kind])
     models = [
         v for k, v in vars(module).items() if k.endswith("Model") and dataclasses.is_dataclass(v)
     ]

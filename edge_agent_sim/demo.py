@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from agent import logs
-from agent.config.settings import LoadedConfig, Settings
-from agent.devices import KINDS
-from edge_agent_sim.cli import start_kind
+from agent.config.settings import LoadedConfig, Settings, build_settings
+from agent.devices.kind import DeviceKind
+from agent.kinds import KINDS
+from edge_agent_sim.cli import simulator, start_kind
 from edge_agent_sim.fleet import SimFleet
-
-DEFAULT_COUNTS = {"xmrig": 2, "whatsminer": 3, "srs": 1, "pool": 1}
 
 
 def add_demo_parser(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +24,11 @@ def add_demo_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL to use")
     parser.add_argument("--agent-id", default="demo")
     parser.add_argument("--duration", type=float, default=0, help="seconds to run (0: forever)")
-    for kind, count in DEFAULT_COUNTS.items():
-        parser.add_argument(f"--{kind}", type=int, default=count, help=f"simulated {kind} devices")
+    for name, kind in KINDS.items():
+        if kind.simulator:
+            parser.add_argument(
+                f"--{name}", type=int, default=kind.demo_count, help=f"simulated {name} devices"
+            )
 
 
 def broker_answers(host: str, port: int) -> bool:
@@ -66,7 +68,8 @@ async def run_demo(args: argparse.Namespace) -> None:
         broker = await start_embedded_broker(host, port)
         protocol = "3.1.1"  # the embedded broker speaks MQTT 3.1.1 only
     fleets, devices = await start_fleets(args)
-    settings = Settings(
+    settings = build_settings(
+        KINDS,
         agent={"id": args.agent_id, "log_format": "console"},
         mqtt={"url": args.broker, "protocol": protocol, "base_topic": "edge-agent"},
         devices=[KINDS[d["kind"]].config.model_validate(d) for d in devices],
@@ -86,16 +89,19 @@ async def run_demo(args: argparse.Namespace) -> None:
             await broker.shutdown()
 
 
-async def start_fleets(args: argparse.Namespace) -> tuple[list[SimFleet], list[dict[str, Any]]]:
+async def start_fleets(
+    args: argparse.Namespace, kinds: Mapping[str, DeviceKind] = KINDS
+) -> tuple[list[SimFleet], list[dict[str, Any]]]:
+    """Each simulated kind's `--<kind>` count of servers on loopback, and their device tables."""
     fleets: list[SimFleet] = []
     devices: list[dict[str, Any]] = []
-    for kind in DEFAULT_COUNTS:
-        count = getattr(args, kind)
-        if kind not in KINDS or count <= 0:
+    for kind in kinds.values():
+        count = getattr(args, kind.name, 0)
+        if not kind.simulator or count <= 0:
             continue
         fleet = await start_kind(kind, count, "127.0.0.1", 0)
-        module = importlib.import_module(f"edge_agent_sim.{kind}")
         fleets.append(fleet)
+        module = simulator(kind)
         devices.extend(module.demo_config(d, i) for i, d in enumerate(fleet.devices))
     return fleets, devices
 

@@ -25,8 +25,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.config.settings import LoadedConfig, Settings
-from agent.devices import KINDS
+from agent.config.settings import LoadedConfig, Settings, build_settings
+from agent.kinds import KINDS
 from agent.runtime.service import AgentService
 from edge_agent_sim.fleet import LoopThread
 
@@ -241,7 +241,9 @@ def make_settings(broker_url: str, devices: list[dict[str, Any]], **sections: An
         **sections.pop("homeassistant", {}),
     }
     typed = [KINDS[d["kind"]].config.model_validate(d) for d in devices]
-    return Settings(agent=agent, mqtt=mqtt_section, homeassistant=ha, devices=typed, **sections)
+    return build_settings(
+        KINDS, agent=agent, mqtt=mqtt_section, homeassistant=ha, devices=typed, **sections
+    )
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from agent.catalog.docs import render
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import SimFleet
 from tests.harness import REPO, Probe, free_port, port_open, wait_until
 
@@ -27,7 +28,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 def test_readme_tables_match_the_catalogs() -> None:
     readme = (REPO / "README.md").read_text()
-    assert render(readme) == readme, "run: python -m agent.catalog.docs README.md"
+    assert render(readme, KINDS) == readme, "run: python -m agent.catalog.docs README.md"
 
 
 def test_demo_starts_an_embedded_broker_and_publishes_the_fleet() -> None:

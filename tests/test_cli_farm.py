@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.config.settings import load_config
+from agent.kinds import KINDS
 from tests.harness import REPO, Mosquitto, Probe, env_without_notify
 from tests.test_cli_and_docs import run_cli
 
@@ -74,7 +75,7 @@ def test_a_farm_in_minutes(simulated_lan: str, tmp_path: Path, broker: Mosquitto
     assert "added 13 devices" in scanned.stderr
     checked = run_cli("check-config", "-c", str(config))
     assert checked.returncode == 0, checked.stderr
-    ids = [d.id for d in load_config(config).settings.devices]
+    ids = [d.id for d in load_config(config, kinds=KINDS).settings.devices]
     assert len(ids) == 13 and ids[0].startswith("wm-")
 
     probe = Probe(broker.port)

@@ -14,6 +14,7 @@ import pytest
 
 from agent.config.base import parse_duration
 from agent.config.settings import ConfigError, LoadedConfig, load_config
+from agent.kinds import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "tok-Qx81-never-shown"
@@ -45,12 +46,12 @@ def write(tmp_path: Path, text: str, mode: int = 0o600, name: str = "config.toml
 
 def problems_of(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_config(path, kinds=KINDS)
     return caught.value.problems
 
 
 def load(tmp_path: Path, text: str, mode: int = 0o600) -> LoadedConfig:
-    return load_config(write(tmp_path, text, mode))
+    return load_config(write(tmp_path, text, mode), kinds=KINDS)
 
 
 # durations -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, LoadedConfig, load_config
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import REPO, AgentThread, Mosquitto, Probe, make_settings
 from tests.test_config import check_config, clean_environment, write
@@ -21,13 +22,13 @@ pytestmark = pytest.mark.usefixtures(clean_environment.__name__)  # no EDGE_AGEN
 
 
 def load(tmp_path: Path, text: str) -> LoadedConfig:
-    return load_config(write(tmp_path, text), environ={})
+    return load_config(write(tmp_path, text), environ={}, kinds=KINDS)
 
 
 def problems(tmp_path: Path, text: str) -> tuple[Path, list[str]]:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
-        load_config(path, environ={})
+        load_config(path, environ={}, kinds=KINDS)
     return path, caught.value.problems
 
 
@@ -313,12 +314,12 @@ def test_environment_overrides_expanded_devices_and_kind_defaults(tmp_path: Path
         "EDGE_AGENT_DEFAULTS__WHATSMINER__ALLOW_COMMANDS": '["reboot", "load_log"]',
         "EDGE_AGENT_DEVICE__WM_10_0_1_2__ALLOW_COMMANDS": '["reboot"]',
     }
-    first, second = load_config(path, environ=environ).settings.devices
+    first, second = load_config(path, environ=environ, kinds=KINDS).settings.devices
     assert (first.poll_interval, second.poll_interval) == (7.0, 3.0)
     assert (first.allow_commands, second.allow_commands) == (["reboot", "load_log"], ["reboot"])
     assert first.secret_values() == second.secret_values() == [PASSWORD]
     with pytest.raises(ConfigError) as caught:
-        load_config(path, environ={"EDGE_AGENT_DEFAULTS__TOASTER__X": "1"})
+        load_config(path, environ={"EDGE_AGENT_DEFAULTS__TOASTER__X": "1"}, kinds=KINDS)
     assert caught.value.problems == [
         f"{path}: EDGE_AGENT_DEFAULTS__TOASTER__X names no device kind and field"
     ]
@@ -332,7 +333,7 @@ def test_a_secret_in_a_group_or_defaults_table_counts_for_the_permissions_warnin
         whatsminers('"10.0.1.1"', extra=f'password = "{PASSWORD}"\n'),
         whatsminers('"10.0.1.1"') + f'[[devices]]\nid = "wm-10-0-1-1"\npassword = "{PASSWORD}"\n',
     ):
-        loaded = load_config(write(tmp_path, table, mode=0o644), environ={})
+        loaded = load_config(write(tmp_path, table, mode=0o644), environ={}, kinds=KINDS)
         [warning] = loaded.warnings
         assert "readable by other users" in warning
         assert PASSWORD not in warning
@@ -380,7 +381,7 @@ def test_reload_with_a_grown_group_adds_only_the_new_device(
 
     write_group(2)
     probe.subscribe(f"{base}/#")
-    runner = AgentThread(load_config(config).settings, config)
+    runner = AgentThread(load_config(config, kinds=KINDS).settings, config)
     try:
         for port in ports[:2]:
             probe.wait_for(f"{base}/rig-{port}/availability", lambda m: m.text == "online")

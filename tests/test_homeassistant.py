@@ -26,6 +26,7 @@ import requests
 import yaml
 
 from agent.config.settings import load_config
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import (
     REPO,
@@ -283,7 +284,7 @@ class Farm:
         self.config.write_text(text)
 
     def start_agent(self) -> None:
-        self.runner = AgentThread(load_config(self.config).settings, self.config)
+        self.runner = AgentThread(load_config(self.config, kinds=KINDS).settings, self.config)
 
     def discovery(self) -> dict[str, dict[str, Any]]:
         """The agent's current discovery configs (retained), by unique_id."""

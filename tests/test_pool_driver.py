@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from agent.devices import KINDS
 from agent.devices.pool.client import BackoffError
 from agent.devices.pool.config import PoolConfig
 from agent.devices.pool.driver import PoolDriver
 from agent.errors import AuthError, ProtocolError, UnknownCommandError
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import LoopThread, SimDevice
 from edge_agent_sim.pool import (
     START_TIME,

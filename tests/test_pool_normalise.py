@@ -10,7 +10,6 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config.settings import load_config
-from agent.devices import KINDS
 from agent.devices.pool.catalog import CATALOG, entity_slug
 from agent.devices.pool.config import PoolConfig
 from agent.devices.pool.normalise import (
@@ -22,6 +21,7 @@ from agent.devices.pool.normalise import (
     user_section,
 )
 from agent.errors import ProtocolError
+from agent.kinds import KINDS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bitminter"
 
@@ -317,5 +317,5 @@ def test_the_config_loader_reports_the_polling_warning(tmp_path: Path) -> None:
         '[[devices]]\nid = "pool1"\nkind = "pool"\nurl = "https://pool.example"\n'
         'poll_interval = "15s"\n'
     )
-    loaded = load_config(path, environ={})
+    loaded = load_config(path, environ={}, kinds=KINDS)
     assert any("pool1" in w and "min_poll_interval" in w for w in loaded.warnings)

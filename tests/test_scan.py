@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from agent.config.settings import load_config
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import LoopThread, SimFleet
 from edge_agent_sim.pool import start_fleet as start_pools
 from edge_agent_sim.srs import start_fleet as start_srs
@@ -155,7 +156,7 @@ def test_write_merges_keeping_comments_and_never_duplicates(lan: Lan, tmp_path: 
     text = config.read_text()
     assert text.startswith(EXISTING.format(host=lan.ip(1)))  # comments and order untouched
     assert f"{lan.ip(1)}:4028 is already there as old-miner" in done.stderr
-    ids = [d.id for d in load_config(config).settings.devices]
+    ids = [d.id for d in load_config(config, kinds=KINDS).settings.devices]
     ip = lan.prefix.replace(".", "-").rstrip("-")
     assert ids == [
         "old-miner",
@@ -181,7 +182,7 @@ def test_write_starts_a_new_private_config(lan: Lan, tmp_path: Path) -> None:
     done = scan(lan, "--write", str(config), "--id-template", "{kind}-{last}")
     assert done.returncode == 0, done.stderr
     assert config.stat().st_mode & 0o777 == 0o600
-    devices = load_config(config).settings.devices
+    devices = load_config(config, kinds=KINDS).settings.devices
     assert [d.id for d in devices] == ["whatsminer-1", "xmrig-2", "xmrig-3", "srs-4", "pool-5"]
     assert "# Whatsminer writes need the admin password" in config.read_text()
 
@@ -210,5 +211,5 @@ def test_write_skips_devices_a_group_already_makes(lan: Lan, tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     rack_id = "rack-" + lan.ip(1).replace(".", "-")
     assert f"{lan.ip(1)}:4028 is already there as {rack_id}" in done.stderr
-    devices = load_config(config).settings.devices
+    devices = load_config(config, kinds=KINDS).settings.devices
     assert sorted(d.kind for d in devices) == ["pool", "srs", "whatsminer", "xmrig", "xmrig"]

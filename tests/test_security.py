@@ -19,7 +19,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.devices import KINDS
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import LoopThread, SimFleet
 from edge_agent_sim.whatsminer import SimClock, WhatsminerModel
 from edge_agent_sim.whatsminer import start_fleet as start_whatsminers

@@ -14,9 +14,9 @@ from agent.catalog.validate import (
     resolve_command,
     sensitive_paths,
 )
-from agent.devices import KINDS
 from agent.devices.xmrig.catalog import CONFIG_PATCH_FIELDS
 from agent.errors import NotAllowedError, ValidationError
+from agent.kinds import KINDS
 
 XMRIG = KINDS["xmrig"].catalog
 WHATSMINER = KINDS["whatsminer"].catalog

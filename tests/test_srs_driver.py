@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError as ConfigError
 
 from agent.catalog.validate import resolve_command, validate_params
-from agent.devices import KINDS
 from agent.devices.srs.config import SrsConfig
 from agent.devices.srs.driver import RAW_API_RECHECK_POLLS, SrsDriver
 from agent.errors import (
@@ -21,6 +20,7 @@ from agent.errors import (
     UnsupportedError,
     ValidationError,
 )
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import LoopThread, SimDevice
 from edge_agent_sim.srs import SrsModel, start_fleet
 

@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 
 from agent.config.settings import load_config
 from agent.devices.srs.config import SrsConfig
+from agent.kinds import KINDS
 from edge_agent_sim.demo import start_fleets
 from edge_agent_sim.fleet import LoopThread, SimDevice, SimFleet
 from edge_agent_sim.srs import ACTIVITY_STREAMS, SrsModel, start_fleet
@@ -726,7 +727,7 @@ def test_reload_without_a_watched_stream_clears_its_entities(
         )
 
     write(["live/stream0", "live/cam"])
-    runner = AgentThread(load_config(config).settings, config)
+    runner = AgentThread(load_config(config, kinds=KINDS).settings, config)
     try:
         mqtt = Mqtt(probe, runner)
         for platform, key in stream_entities("live_cam") | stream_entities("live_stream0"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.config.settings import load_config
+from agent.kinds import KINDS
 from edge_agent_sim.fleet import LoopThread, SimFleet
 from edge_agent_sim.whatsminer import start_fleet as start_whatsminers
 from edge_agent_sim.xmrig import start_fleet as start_xmrigs
@@ -87,7 +88,7 @@ def start_farm(
     config, base = write_config(tmp_path / "farm.toml", broker.url, miners, rigs, protocol, extra)
     probe = Probe(broker.port)
     probe.subscribe(f"{base}/#")
-    runner = AgentThread(load_config(config).settings, config)
+    runner = AgentThread(load_config(config, kinds=KINDS).settings, config)
     for device in ("wm1", "wm2", "rig1"):
         probe.wait_for(f"{base}/{device}/availability", lambda m: m.text == "online", timeout=30)
     return Farm(config, base, miners, rigs, sim_loop, probe), runner
@@ -240,7 +241,7 @@ def test_status_shows_the_site_power_target(
     power = '\n[power]\nenabled = true\nmembers = ["wm1", "wm2"]\nhold = 1\n'
     farm, runner = start_farm(tmp_path, broker, fleets, sim_loop, extra=power)
     try:
-        agent_id = load_config(farm.config).settings.agent.id
+        agent_id = load_config(farm.config, kinds=KINDS).settings.agent.id
         site = f"{farm.base}/bridge/{agent_id}/power"
         farm.probe.publish(f"{site}/set", "5000")
         farm.probe.wait_for(site, lambda m: m.json().get("target_w") == 5000, timeout=30)

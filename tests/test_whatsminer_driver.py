@@ -19,7 +19,6 @@ from agent.catalog.validate import (
     resolve_command,
     validate_params,
 )
-from agent.devices import KINDS
 from agent.devices.whatsminer import KIND
 from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.client import WRITE_COMMANDS
@@ -32,6 +31,7 @@ from agent.errors import (
     ProtocolError,
     ValidationError,
 )
+from agent.kinds import KINDS
 from agent.runtime.energy import ENERGY_STATE_FIELD
 from edge_agent_sim.whatsminer import (
     JOIN_VARIANTS,

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 from agent.catalog.model import Catalog, CommandSpec, Param
-from agent.devices import KINDS
+
+
+class HasCatalog(Protocol):
+    @property
+    def catalog(self) -> Catalog: ...
+
 
 _BLOCK = re.compile(r"(<!-- catalog:(\w+) -->\n).*?(<!-- /catalog:\2 -->)", re.S)
 
@@ -92,21 +99,25 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(text: str) -> str:
+def render(text: str, kinds: Mapping[str, HasCatalog]) -> str:
+    """`text` with each kind's block rewritten from the catalog of that kind in `kinds`."""
+
     def replace(match: re.Match[str]) -> str:
         kind = match.group(2)
-        body = kind_tables(KINDS[kind].catalog) if kind in KINDS else "(kind not built yet)\n"
+        body = kind_tables(kinds[kind].catalog) if kind in kinds else "(kind not built yet)\n"
         return f"{match.group(1)}{body}{match.group(3)}"
 
     return _BLOCK.sub(replace, text)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], kinds: Mapping[str, HasCatalog]) -> int:
     path = Path(argv[0] if argv else "README.md")
     text = path.read_text()
-    path.write_text(render(text))
+    path.write_text(render(text, kinds))
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+if __name__ == "__main__":  # a composition root: the registry is handed in only here
+    from agent.kinds import KINDS
+
+    raise SystemExit(main(sys.argv[1:], KINDS))

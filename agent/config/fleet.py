@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from agent.config.base import DeviceConfig, error_path_and_message
-from agent.devices import KINDS, DeviceKind
+from agent.devices.kind import DeviceKind
 
 DEVICE_ENV_PREFIX = "EDGE_AGENT_DEVICE__"
 DEFAULTS_ENV_PREFIX = "EDGE_AGENT_DEFAULTS__"
@@ -99,8 +99,9 @@ class Report:
     """Problems in the order found; one line per table and field, however many devices share
     it (`(250 devices, first wm-10-0-1-10)`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Mapping[str, DeviceKind]) -> None:
         self._lines: dict[tuple[str, ...], _Line] = {}
+        self.kinds = kinds  # the kinds the fleet may use, handed in by the composition root
 
     def note(self, text: str) -> None:
         self._lines.setdefault((text,), _Line(text, 1, ""))
@@ -128,9 +129,11 @@ class Report:
         ]
 
 
-def build_fleet(data: dict[str, Any], environ: Mapping[str, str]) -> Fleet:
+def build_fleet(
+    data: dict[str, Any], environ: Mapping[str, str], kinds: Mapping[str, DeviceKind]
+) -> Fleet:
     """Take `devices`, `groups` and `defaults` out of the file's data; validate every device."""
-    report = Report()
+    report = Report(kinds)
     defaults = _read_defaults(data.pop("defaults", {}), environ, report)
     entries, groups = _group_entries(data.pop("groups", []), defaults, report)
     standalone = _device_entries(data.pop("devices", []), entries, defaults, report)
@@ -151,11 +154,11 @@ def build_fleet(data: dict[str, Any], environ: Mapping[str, str]) -> Fleet:
     return Fleet(devices, broken, report.lines(), groups)
 
 
-def kind_problem(entry: Mapping[str, Any]) -> str | None:
+def kind_problem(entry: Mapping[str, Any], kinds: Mapping[str, DeviceKind]) -> str | None:
     kind = entry.get("kind")
-    if isinstance(kind, str) and kind in KINDS:
+    if isinstance(kind, str) and kind in kinds:
         return None
-    known = ", ".join(sorted(KINDS))
+    known = ", ".join(sorted(kinds))
     return f"missing; use one of {known}" if kind is None else f"{kind!r} is not one of {known}"
 
 
@@ -169,18 +172,19 @@ def _read_defaults(
         report.note("defaults: must be tables like [defaults.whatsminer]")
         return {}
     defaults: dict[str, dict[str, Any]] = {}
+    kinds = report.kinds
     for kind, table in raw.items():
         where = f"defaults.{kind}"
-        if kind not in KINDS:
-            report.note(f"{where}: {kind!r} is not a kind; use one of {', '.join(sorted(KINDS))}")
+        if kind not in kinds:
+            report.note(f"{where}: {kind!r} is not a kind; use one of {', '.join(sorted(kinds))}")
         elif not isinstance(table, dict):
             report.note(f"{where}: must be a table of device fields")
         else:
-            defaults[kind] = _known_fields(KINDS[kind], table, where, report, _NOT_DEFAULTS)
+            defaults[kind] = _known_fields(kinds[kind], table, where, report, _NOT_DEFAULTS)
     for name, value in environ.items():
         if name.startswith(DEFAULTS_ENV_PREFIX):
             kind, _, key = name[len(DEFAULTS_ENV_PREFIX) :].lower().partition("__")
-            if kind in KINDS and key in KINDS[kind].config.model_fields:
+            if kind in kinds and key in kinds[kind].config.model_fields:
                 defaults.setdefault(kind, {})[key] = _env_value(value)
             else:
                 report.note(f"{name} names no device kind and field")
@@ -245,11 +249,11 @@ def _expand_group(
         return []
     template = table.get("id")
     label = f"{where} ({template})" if isinstance(template, str) else where
-    problem = kind_problem(table)
+    problem = kind_problem(table, report.kinds)
     if problem:
         report.note(f"{label}.kind: {problem}")
         return []
-    kind = KINDS[table["kind"]]
+    kind = report.kinds[table["kind"]]
     fields = _known_fields(kind, _without(table, GROUP_KEYS), label, report, _NOT_IN_GROUPS)
     addresses = _group_addresses(table, label, report)
     if not isinstance(template, str) or not template:
@@ -575,11 +579,11 @@ def _duplicate_id(entry: Entry, first: dict[str, Entry], report: Report) -> bool
 
 
 def _validated(entry: Entry, report: Report) -> DeviceConfig | None:
-    problem = kind_problem(entry.values)
+    problem = kind_problem(entry.values, report.kinds)
     if problem:
         report.add(entry.origin("kind"), "kind", problem, entry.id)
         return None
-    kind = KINDS[entry.values["kind"]]
+    kind = report.kinds[entry.values["kind"]]
     try:
         device = kind.config.model_validate(entry.values)
     except ValidationError as exc:
@@ -605,7 +609,7 @@ def unknown_commands(kind: DeviceKind, names: Any) -> list[str]:
 def _overlap(entry: Entry, seen: dict[tuple[str, int], Entry], report: Report) -> bool:
     """Whether an earlier enabled entry has this one's address:port: one device polled (and
     commanded) twice. Read from the entry as written, so that it is found beside field errors."""
-    where = _endpoint(entry.values)
+    where = _endpoint(entry.values, report.kinds)
     if where is None:
         return False
     other = seen.setdefault(where, entry)
@@ -617,8 +621,8 @@ def _overlap(entry: Entry, seen: dict[tuple[str, int], Entry], report: Report) -
     return True
 
 
-def _endpoint(values: Mapping[str, Any]) -> tuple[str, int] | None:
-    kind = KINDS.get(str(values.get("kind")))
+def _endpoint(values: Mapping[str, Any], kinds: Mapping[str, DeviceKind]) -> tuple[str, int] | None:
+    kind = kinds.get(str(values.get("kind")))
     if kind is None or kind.config.shared_address or values.get("enabled") is False:
         return None
     model = kind.config.model_fields

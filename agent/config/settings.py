@@ -15,6 +15,7 @@ import stat
 import tomllib
 from collections import Counter
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -53,7 +54,12 @@ from agent.config.fleet import (
     kind_problem,
     unknown_commands,
 )
-from agent.devices import KINDS
+from agent.devices.kind import DeviceKind, PowerCapability, power_kinds
+
+Kinds = Mapping[str, DeviceKind]
+# The kinds a Settings is validated against, while build_settings/load_config build it: pydantic
+# gives a settings model's validators no other way in, and the config must not import them.
+_KINDS: ContextVar[Kinds | None] = ContextVar("edge_agent_kinds", default=None)
 
 DEFAULT_PATH = Path("/etc/edge-agent/config.toml")
 ENV_PREFIX = "EDGE_AGENT_"
@@ -229,9 +235,13 @@ class Settings(BaseSettings):
             seen.add(device.id)
             problems.extend(
                 f"device {device.id!r}: allow_commands: {name!r} is not a command of its kind"
-                for name in unknown_commands(KINDS[device.kind], device.allow_commands)
+                for name in unknown_commands(_kinds()[device.kind], device.allow_commands)
             )
-        members, member_problems = _power_members(self.power.members, self.devices)
+        members, member_problems = (
+            _power_members(self.power.members, self.devices, power_kinds(_kinds().values()))
+            if self.power.members
+            else ([], [])
+        )
         problems.extend(member_problems)
         if problems:
             raise ValueError("\n".join(problems))
@@ -250,38 +260,55 @@ def _device_model(index: int, entry: Any) -> Any:
     """Validate each device against its kind's model, so errors name that kind's fields."""
     if isinstance(entry, DeviceConfig) or not isinstance(entry, Mapping):
         return entry
-    problem = kind_problem(entry)
+    kinds = _kinds()
+    problem = kind_problem(entry, kinds)
     if problem:
         raise ValueError(f"kind: {problem}")
-    return KINDS[entry["kind"]].config.model_validate(entry)
+    return kinds[entry["kind"]].config.model_validate(entry)
 
 
-POWER_KINDS = ("whatsminer", "xmrig")
+def _kinds() -> Kinds:
+    kinds = _KINDS.get()
+    if kinds is None:
+        raise RuntimeError("Settings with devices are built by build_settings(kinds, ...)")
+    return kinds
 
 
-def _power_members(members: list[str], devices: list[DeviceConfig]) -> tuple[list[str], list[str]]:
+def build_settings(kinds: Kinds, **values: Any) -> Settings:
+    """Settings validated against `kinds` (the composition root's registry)."""
+    token = _KINDS.set(kinds)
+    try:
+        return Settings(**values)
+    finally:
+        _KINDS.reset(token)
+
+
+def _power_members(
+    members: list[str], devices: list[DeviceConfig], power: Mapping[str, PowerCapability]
+) -> tuple[list[str], list[str]]:
     """Member ids, with patterns (`wm-10-0-1-*`) expanded to the miners they match."""
     by_id = {device.id: device for device in devices}
     chosen: list[str] = []
     problems: list[str] = []
     for member in members:
         if is_pattern(member):
-            matched = [
-                d for d in devices if fnmatch.fnmatchcase(d.id, member) and d.kind in POWER_KINDS
-            ]
+            matched = [d for d in devices if fnmatch.fnmatchcase(d.id, member) and d.kind in power]
             if not matched:
-                problems.append(f"power.members: {member!r} matches no whatsminer or xmrig")
+                problems.append(
+                    f"power.members: {member!r} matches no {' or '.join(sorted(power))}"
+                )
         elif member not in by_id:
             problems.append(f"power.members: {member!r} is not a configured device")
             continue
-        elif by_id[member].kind not in POWER_KINDS:
+        elif by_id[member].kind not in power:
             problems.append(f"power.members: {member!r} is not a miner")
             continue
         else:
             matched = [by_id[member]]
         for device in matched:
-            if device.kind == "xmrig" and getattr(device, "nominal_w", None) is None:
-                problems.append(f"power.members: xmrig {device.id!r} needs nominal_w")
+            switch_only = power[device.kind].switch_only
+            if switch_only and getattr(device, "nominal_w", None) is None:
+                problems.append(f"power.members: {device.kind} {device.id!r} needs nominal_w")
             elif device.id not in chosen:
                 chosen.append(device.id)
     return chosen, problems
@@ -321,8 +348,11 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Read, expand, override and validate; raise ConfigError listing every problem found.
+def load_config(
+    path: Path | None, environ: Mapping[str, str] | None = None, *, kinds: Kinds
+) -> LoadedConfig:
+    """Read, expand, override and validate against `kinds`; raise ConfigError listing every
+    problem found.
 
     `environ` feeds the per-device and per-kind overrides; section overrides
     (`EDGE_AGENT_MQTT__URL`) are read by pydantic-settings from the process environment.
@@ -330,16 +360,16 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     environ = os.environ if environ is None else environ
     where = str(path) if path else "<defaults>"
     data = _read_toml(path) if path else {}
-    holds_secrets = _file_holds_secrets(data)
-    fleet = build_fleet(data, environ)
+    holds_secrets = _file_holds_secrets(data, kinds)
+    fleet = build_fleet(data, environ, kinds)
     problems = [f"{where}: {problem}" for problem in fleet.problems]
     _forget_broken_members(data, fleet)
     settings: Settings | None = None
     try:
         # With broken devices, still validate the rest so that every problem is listed at once.
-        settings = Settings(**data, devices=fleet.devices)
+        settings = build_settings(kinds, **data, devices=fleet.devices)
     except ValidationError as exc:
-        problems.extend(f"{where}: {p}" for p in _section_problems(exc, data, fleet.devices))
+        problems.extend(f"{where}: {p}" for p in _section_problems(exc, data, fleet.devices, kinds))
     except SettingsError as exc:  # an EDGE_AGENT_… variable that is not valid JSON
         problems.append(f"environment: {exc}")
     if problems or settings is None:
@@ -349,24 +379,24 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
 
 
 def _section_problems(
-    exc: ValidationError, data: dict[str, Any], devices: list[DeviceConfig]
+    exc: ValidationError, data: dict[str, Any], devices: list[DeviceConfig], kinds: Kinds
 ) -> list[str]:
     errors = exc.errors()
     found = [line for error in errors for line in _describe(error)]
     if not any(not error["loc"] for error in errors):  # the checks across devices did not run
-        found.extend(_fleet_problems_behind(errors, data, devices))
+        found.extend(_fleet_problems_behind(errors, data, devices, kinds))
     return found
 
 
 def _fleet_problems_behind(
-    errors: list[Any], data: dict[str, Any], devices: list[DeviceConfig]
+    errors: list[Any], data: dict[str, Any], devices: list[DeviceConfig], kinds: Kinds
 ) -> list[str]:
     """Settings' checks across devices (power members) run only once every section is valid:
     run them again with the wrong fields dropped, so that their problems come in this run too."""
     for _ in range(3):  # a default standing in for a dropped field can clash too: drop again
         data = _without_errors(data, errors)
         try:
-            Settings(**data, devices=devices)
+            build_settings(kinds, **data, devices=devices)
         except ValidationError as again:
             errors = again.errors()
         except SettingsError:
@@ -407,10 +437,10 @@ def _only_broken(member: Any, valid: list[str], broken: set[str]) -> bool:
     return not fnmatch.filter(valid, member) and bool(fnmatch.filter(broken, member))
 
 
-def _file_holds_secrets(data: Mapping[str, Any]) -> bool:
+def _file_holds_secrets(data: Mapping[str, Any], kinds: Kinds) -> bool:
     """Whether the file itself spells out a secret (not a *_file path, not the environment)."""
     names = {*MqttSection.secret_fields}
-    names.update(n for kind in KINDS.values() for n in kind.config.secret_fields)
+    names.update(n for kind in kinds.values() for n in kind.config.secret_fields)
     defaults = data.get("defaults")
     tables = [data.get("mqtt"), *(defaults.values() if isinstance(defaults, dict) else ())]
     for section in ("devices", "groups"):
@@ -457,4 +487,4 @@ def _readable_by_others(path: Path) -> bool:
         return False
 
 
-__all__ = ["SLUG", "ConfigError", "LoadedConfig", "Settings", "load_config"]
+__all__ = ["SLUG", "ConfigError", "LoadedConfig", "Settings", "build_settings", "load_config"]

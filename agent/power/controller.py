@@ -31,10 +31,10 @@ log = get_logger("power")
 Phase = Literal["awake", "asleep", "preheating", "starting"]
 
 TICK_S = 1.0
-LAND_FAST_S = 1.5  # set_power_pct lands within about a second
-LAND_NORMAL_S = 300.0  # set_power_pct_v2 ramps over minutes
+LAND_FAST_S = 1.5  # a fast percent write lands within about a second
+LAND_NORMAL_S = 300.0  # a normal percent write ramps over minutes
 SETTLED_BAND = 0.03  # ±3 % of target counts as settled
-PREHEAT_POLL_S = 1.0  # how often pre_power_on is asked whether it is complete
+PREHEAT_POLL_S = 1.0  # how often a preheat is asked whether it is complete
 POWER_BACK = 0.1  # a woken miner reports power again above this fraction of its full power
 RE_AIM = 0.01  # a new percent within 1 % of full power of the last aim re-aims, not reverses
 OFF_PLAN_POLLS = 2  # landed readings off the plan before the member is written again

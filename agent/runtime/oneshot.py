@@ -15,9 +15,9 @@ from agent.catalog.model import Catalog
 from agent.catalog.validate import CommandRequest, parse_command_payload
 from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, Settings
-from agent.devices import KINDS
 from agent.devices.base import PollResult
 from agent.errors import AgentError, ErrorCode, UnknownCommandError
+from agent.kinds import KINDS
 from agent.logs import redact_text
 from agent.runtime.announcer import announced_entities
 from agent.runtime.commands import CommandCall, CommandService

@@ -8,17 +8,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agent.devices.kind import PowerCapability
 from agent.power.port import MemberReading, Outcome, Write
 
 if TYPE_CHECKING:
     from agent.runtime.worker import DeviceWorker
 
 Execute = Callable[..., Any]  # CommandRouter.execute_internal
-
-# Which command carries each intent, per kind. XMRig rigs are switch-only: pause/resume.
-_SWITCH_ONLY = {"xmrig": {"sleep": "pause", "wake": "resume"}}
-_PERCENT = {"fast": "set_power_pct", "normal": "set_power_pct_v2"}
-_MINER = {"sleep": "power_off", "preheat": "pre_power_on", "wake": "power_on"}
 
 
 class AgentPowerPort:
@@ -59,9 +55,13 @@ class AgentPowerPort:
         if worker is None:
             done(Outcome(False, f"{member_id} is no longer configured"))
             return
-        command, params = _command(worker.config.kind, write)
+        power = worker.kind.power
+        if power is None:
+            done(Outcome(False, f"{member_id} is not a power member"))
+            return
+        command, params = power.command(write.action, write.percent, write.ramp)
         task = self.spawn(self.execute(worker, command, params, transaction=transaction))
-        task.add_done_callback(lambda finished: done(_outcome(finished)))
+        task.add_done_callback(lambda finished: done(_outcome(finished, power)))
 
     def refresh(self, member_id: str) -> None:
         worker = self.workers.get(member_id)
@@ -75,31 +75,20 @@ class AgentPowerPort:
 def _reading(member_id: str, worker: DeviceWorker, polled_at: float | None) -> MemberReading:
     state = worker.state or {}
     online = None if worker.available is None else bool(worker.available) and bool(state)
-    mining = state.get("mining")
-    power = state.get("power_w")
-    efficiency = state.get("efficiency_j_th")
+    power = worker.kind.power
     return MemberReading(
         id=member_id,
-        switch_only=worker.config.kind in _SWITCH_ONLY,
+        switch_only=power is None or power.switch_only,
         nominal_w=getattr(worker.config, "nominal_w", None),
         online=online,
-        power_w=float(power) if isinstance(power, int | float) else None,
-        mining=mining if isinstance(mining, bool) else None,
-        efficiency_j_th=float(efficiency) if isinstance(efficiency, int | float) else None,
+        power_w=power.watts(state) if power else None,
+        mining=power.mining(state) if power else None,
+        efficiency_j_th=power.efficiency(state) if power else None,
         polled_at=polled_at,
     )
 
 
-def _command(kind: str, write: Write) -> tuple[str, dict[str, Any]]:
-    switch = _SWITCH_ONLY.get(kind)
-    if switch is not None:
-        return switch[write.action], {}
-    if write.action == "percent":
-        return _PERCENT[write.ramp], {"percent": write.percent}
-    return _MINER[write.action], {}
-
-
-def _outcome(task: asyncio.Task[Any]) -> Outcome:
+def _outcome(task: asyncio.Task[Any], power: PowerCapability) -> Outcome:
     if task.cancelled():
         return Outcome(False, "cancelled")
     if task.exception() is not None:
@@ -107,12 +96,4 @@ def _outcome(task: asyncio.Task[Any]) -> Outcome:
     result = task.result()
     if not result["ok"]:
         return Outcome(False, str((result.get("error") or {}).get("message")))
-    return Outcome(True, complete=_complete(result.get("data")))
-
-
-def _complete(data: Any) -> bool:
-    """pre_power_on's `complete`, which the document types as a string ("true"/"false")."""
-    if isinstance(data, dict):
-        value = data.get("complete")
-        return value is True or str(value).lower() == "true"
-    return False
+    return Outcome(True, complete=power.preheat_complete(result.get("data")))

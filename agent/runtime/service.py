@@ -22,7 +22,7 @@ from agent.catalog.discovery import DiscoveryContext
 from agent.catalog.topics import Topics
 from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, LoadedConfig, Settings, load_config
-from agent.devices import KINDS
+from agent.kinds import KINDS
 from agent.logs import get_logger, register_secrets
 from agent.power.controller import PowerController
 from agent.runtime.announcer import CLEAR_STATE_AFTER_S, Announcer
@@ -278,7 +278,7 @@ class AgentService:
         """Re-read the config file; add, remove and restart devices without dropping MQTT."""
         self.notifier.reloading()
         try:
-            loaded = await asyncio.to_thread(load_config, self.config_path)
+            loaded = await asyncio.to_thread(load_config, self.config_path, kinds=KINDS)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: config invalid", problem=problem)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config.base import DeviceConfig
-from agent.devices import DeviceKind
 from agent.devices.base import Driver, PollResult
+from agent.devices.kind import DeviceKind
 from agent.errors import AgentError, DeviceTimeoutError, ErrorCode
 from agent.logs import get_logger
 from agent.runtime.energy import EnergyBook

@@ -23,6 +23,7 @@ from tomlkit.items import AoT, Table
 from agent.config.base import SLUG
 from agent.config.settings import ConfigError, load_config
 from agent.devices.whatsminer.client import DEFAULT_PORT as WHATSMINER_PORT
+from agent.kinds import KINDS
 from agent.tools.scan import Found
 
 DEFAULT_ID_TEMPLATES = {
@@ -150,7 +151,7 @@ def _known_addresses(devices: AoT, path: Path | None) -> dict[Address, str]:
     entries: list[dict[str, Any]] = [dict(d) for d in devices]
     if path is not None:
         with contextlib.suppress(ConfigError, OSError):
-            entries += [d.model_dump() for d in load_config(path).settings.devices]
+            entries += [d.model_dump() for d in load_config(path, kinds=KINDS).settings.devices]
     for entry in entries:
         address = device_address(entry)
         if address is not None:

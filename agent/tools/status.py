@@ -15,6 +15,7 @@ from typing import Any
 
 from agent import logs
 from agent.config.settings import load_config
+from agent.kinds import KINDS
 from agent.tools import table
 from agent.tools.bridge import BridgeClient, BridgeError
 
@@ -38,7 +39,7 @@ def add_status_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = load_config(args.config).settings
+    settings = load_config(args.config, kinds=KINDS).settings
     logs.configure("warning", "console")
     client = BridgeClient(settings, timeout=args.timeout)
     try:

@@ -3,11 +3,18 @@ workers and balances), read politely over HTTP."""
 
 from __future__ import annotations
 
-from agent.devices import DeviceKind
+from agent.devices.kind import DeviceKind
 from agent.devices.pool.catalog import CATALOG
 from agent.devices.pool.config import PoolConfig
 from agent.devices.pool.driver import PoolDriver
 
-KIND = DeviceKind(name="pool", config=PoolConfig, catalog=CATALOG, driver=PoolDriver)
+KIND = DeviceKind(
+    name="pool",
+    config=PoolConfig,
+    catalog=CATALOG,
+    driver=PoolDriver,
+    simulator="edge_agent_sim.pool",
+    demo_count=1,
+)
 
 __all__ = ["KIND", "PoolConfig", "PoolDriver"]

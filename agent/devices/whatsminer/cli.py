@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalog.validate import CommandRequest
-from agent.cli import load, log_to_stderr
 from agent.config.settings import DEFAULT_PATH
+from agent.devices.kind import CliContext
 from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.driver import WhatsminerDriver
@@ -33,9 +33,9 @@ DEFAULT_WAIT_S = 600.0  # a flash and reboot takes minutes on real miners
 WAIT_POLL_S = 1.0  # how often the miner is asked for its version while it restarts
 
 
-def add_whatsminer_parser(sub: Any) -> None:
+def add_whatsminer_parser(sub: Any, context: CliContext) -> None:
     parser = sub.add_parser("whatsminer", help="Whatsminer firmware upgrade and log download")
-    parser.set_defaults(handler=lambda _args: _usage(parser))
+    parser.set_defaults(handler=lambda _args: _usage(parser), cli_context=context)
     actions = parser.add_subparsers(metavar="ACTION")
     upgrade = _action(actions, "upgrade", cmd_upgrade, "upload a firmware file to a miner")
     upgrade.add_argument("firmware", type=Path, help="the firmware file")
@@ -148,8 +148,9 @@ _COMMANDS = CommandService()  # the CLI's audit lines go to the log only
 def _prepare(
     args: argparse.Namespace, command: str, raw: dict[str, Any]
 ) -> tuple[WhatsminerDriver, Admitted]:
-    loaded = load(args)
-    log_to_stderr(loaded)
+    context: CliContext = args.cli_context
+    loaded = context.load(args)
+    context.log_to_stderr(loaded)
     settings = loaded.settings
     device = next((d for d in settings.devices if d.id == args.device), None)
     if not isinstance(device, WhatsminerConfig):
