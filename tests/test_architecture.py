@@ -28,7 +28,7 @@ from agent.devices.base import Driver, PollResult
 from agent.devices.kind import DeviceKind, PowerCapability, registry
 from agent.errors import ValidationError
 from agent.kinds import KINDS
-from agent.simulate.demo import start_fleets
+from edge_agent_sim.demo import start_fleets
 from tests.harness import REPO
 
 PACKAGE = REPO / "agent"

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 
 from agent.catalog.docs import render
 from agent.kinds import KINDS
-from agent.simulate.fleet import SimFleet
+from edge_agent_sim.fleet import SimFleet
 from tests.harness import REPO, Probe, free_port, port_open, wait_until
 
 

@@ -12,16 +12,16 @@ import pytest
 from agent.devices.pool.client import BackoffError
 from agent.devices.pool.config import PoolConfig
 from agent.devices.pool.driver import PoolDriver
-from agent.devices.pool.simulator import (
+from agent.errors import AuthError, ProtocolError, UnknownCommandError
+from agent.kinds import KINDS
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.pool import (
     START_TIME,
     PoolModel,
     RequestRecord,
     demo_config,
     start_fleet,
 )
-from agent.errors import AuthError, ProtocolError, UnknownCommandError
-from agent.kinds import KINDS
-from agent.simulate.fleet import LoopThread, SimDevice
 
 KEY = "K3Y-77-SECRET"
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from agent.simulate.fleet import SimDevice, SimFleet
+from edge_agent_sim.fleet import SimDevice, SimFleet
 
 
 @dataclass

@@ -13,7 +13,7 @@ KIND = DeviceKind(
     config=PoolConfig,
     catalog=CATALOG,
     driver=PoolDriver,
-    simulator="agent.devices.pool.simulator",
+    simulator="edge_agent_sim.pool",
     demo_count=1,
 )
 

@@ -10,6 +10,6 @@ KIND = DeviceKind(
     config=SrsConfig,
     catalog=CATALOG,
     driver=SrsDriver,
-    simulator="agent.devices.srs.simulator",
+    simulator="edge_agent_sim.srs",
     demo_count=1,
 )

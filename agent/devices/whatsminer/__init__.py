@@ -37,6 +37,6 @@ KIND = DeviceKind(
         percent=_set_percent,
     ),
     commands=add_whatsminer_parser,
-    simulator="agent.devices.whatsminer.simulator",
+    simulator="edge_agent_sim.whatsminer",
     demo_count=3,
 )

@@ -12,6 +12,6 @@ KIND = DeviceKind(
     catalog=CATALOG,
     driver=XmrigDriver,
     power=PowerCapability(sleep="pause", wake="resume"),
-    simulator="agent.devices.xmrig.simulator",
+    simulator="edge_agent_sim.xmrig",
     demo_count=2,
 )

@@ -15,8 +15,8 @@ from agent import logs
 from agent.config.settings import LoadedConfig, Settings, build_settings
 from agent.devices.kind import DeviceKind
 from agent.kinds import KINDS
-from agent.simulate.cli import simulator, start_kind
-from agent.simulate.fleet import SimFleet
+from edge_agent_sim.cli import simulator, start_kind
+from edge_agent_sim.fleet import SimFleet
 
 
 def add_demo_parser(parser: argparse.ArgumentParser) -> None:

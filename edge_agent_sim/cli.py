@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.devices.kind import DeviceKind
 from agent.kinds import KINDS
-from agent.simulate.fleet import SimFleet
+from edge_agent_sim.fleet import SimFleet
 
 # Where `--spread` puts each device: the kind's usual port (XMRig has none: the doc's example).
 STANDARD_PORTS = {"whatsminer": 4028, "srs": 1985, "xmrig": 44444, "pool": 8080}
