@@ -133,6 +133,7 @@ class KeepAliveClient:
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self._head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.connections_opened = 0
 
     async def get(self, path: str) -> Reply:
         url = self.base + path
@@ -169,6 +170,7 @@ class KeepAliveClient:
     async def _exchange(self, path: str, url: str) -> Reply:
         if self._streams is None:
             self._streams = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
+            self.connections_opened += 1
         reader, writer = self._streams
         writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self._head + b"\r\n")
         try:
