@@ -234,3 +234,24 @@ def test_https_against_an_unknown_ca_is_a_tls_failure(https_miner: str) -> None:
     assert isinstance(error, UnreachableError)
     assert "TLS failed for https://127.0.0.1" in error.message
     assert TOKEN not in str(error)
+
+
+def test_a_poll_cancelled_mid_request_leaves_no_half_read_connection_behind(
+    start_miner: Callable[..., tuple[SimDevice, XmrigModel]], loop: LoopThread
+) -> None:
+    device, model = start_miner(fault="hang")
+    driver = driver_for(device.url, timeout="5s")
+
+    async def cancel_then_poll() -> PollResult | AgentError:
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):  # the runtime's deadline for a whole poll
+                    await driver.poll()
+            loop.call(lambda: setattr(model, "fault", None))
+            return await polls_open(driver)
+        finally:
+            await driver.client.aclose()
+
+    result = asyncio.run(cancel_then_poll())
+    assert isinstance(result, PollResult) and result.state["api"] == "/2/summary"
+    assert driver.client.polls.connections_opened == 2

@@ -163,6 +163,9 @@ class KeepAliveClient:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             self._drop()
             raise ProtocolError(f"{_where(url)} sent a broken reply: {_reason(exc)}") from None
+        except asyncio.CancelledError:
+            self._drop()  # a reply may be half read: the next request needs a new connection
+            raise
 
     async def close(self) -> None:
         self._drop()
