@@ -17,7 +17,6 @@ from aiohttp import web
 from agent.devices.base import PollResult
 from agent.devices.xmrig.config import XmrigConfig
 from agent.devices.xmrig.driver import XmrigDriver
-from agent.devices.xmrig.simulator import XmrigModel, XmrigSimulator, start_fleet
 from agent.errors import (
     AgentError,
     AuthError,
@@ -26,7 +25,8 @@ from agent.errors import (
     ProtocolError,
     UnreachableError,
 )
-from agent.simulate.fleet import LoopThread, SimDevice
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.xmrig import XmrigModel, XmrigSimulator, start_fleet
 
 TOKEN = "tok-Kq71-must-never-leak"
 
