@@ -327,6 +327,7 @@ def figures(
     references: dict[str, Any],
     writes: dict[str, list[tuple[float, str]]],
     started: str,
+    only_xmrig: PhaseRun | None = None,
 ) -> dict[str, Any]:
     o = bench.o
     interval = o.interval
@@ -356,6 +357,9 @@ def figures(
     elif o.xmrig:
         compared = {}
     found["ratios"] = ratios(compared, references)
+    if only_xmrig is not None:
+        found["xmrig_only"] = phase_figures(only_xmrig, interval)
+    found["poll_cpu"] = poll_cpu_ratios(compared, found.get("xmrig_only", {}), references)
     found["targets"] = targets(found, default_fleet=(o.whatsminers, o.xmrig) == (2000, 500))
     return found
 
@@ -368,6 +372,40 @@ def ratios(agent: dict[str, Any], references: dict[str, Any]) -> dict[str, Any]:
         if mine and theirs:
             found[f"agent_over_{name.replace('-', '_')}"] = round(mine / theirs, 3)
     return found
+
+
+# Issue 14: CPU per poll against a bare asyncio poller making the same reads.
+POLL_CPU_TARGETS = (
+    ("whatsminer", "bare-asyncio-agent", 2.0, "≤ 2x bare asyncio, same reads and connections"),
+    ("whatsminer", "pyasic", 0.25, "≤ 1/4 of pyasic's get_data"),
+    ("xmrig", "xmrig-asyncio", 2.0, "≤ 2x a bare asyncio HTTP/1.1 keep-alive client"),
+)
+
+
+def poll_cpu_ratios(
+    whatsminer: dict[str, Any], xmrig: dict[str, Any], references: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Per kind: agent CPU ms per poll (its kind-only phase) over the reference's, one run."""
+    agent = {"whatsminer": whatsminer.get("cpu_ms_per_poll"), "xmrig": xmrig.get("cpu_ms_per_poll")}
+    rows = []
+    for kind, name, limit, text in POLL_CPU_TARGETS:
+        mine, theirs = agent[kind], references.get(name, {}).get("cpu_per_poll_ms")
+        ratio = round(mine / theirs, 3) if mine and theirs else None
+        rows.append(
+            {
+                "target": f"{kind} CPU per poll {text}",
+                "agent_ms": mine,
+                "reference": name,
+                "reference_ms": theirs,
+                "ratio": ratio,
+                "limit": limit,
+                "value": "not measured"
+                if ratio is None
+                else f"{ratio:g}x ({mine:g} / {theirs:g} ms)",
+                "met": None if ratio is None else ratio <= limit,
+            }
+        )
+    return rows
 
 
 def targets(found: dict[str, Any], *, default_fleet: bool) -> list[dict[str, Any]]:
@@ -397,6 +435,9 @@ def targets(found: dict[str, Any], *, default_fleet: bool) -> list[dict[str, Any
                 "met": None if value is None else value <= limit,
             }
         )
+    rows.extend(
+        {k: row[k] for k in ("target", "value", "met")} for row in found.get("poll_cpu", ())
+    )
     p99 = main["commands"]["all"]["to_result_ms"].get("p99")
     rows.append(
         {

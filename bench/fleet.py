@@ -39,6 +39,7 @@ from bench.procs import REPO, AgentProcess, Mosquitto, Sampled, Sampler, SimProc
 
 BASE = "edge-agent"
 PREFIX = "homeassistant"
+REFERENCES = ("pyasic", "bare", "bare-agent", "bare-asyncio", "bare-asyncio-agent", "xmrig-asyncio")
 DEFAULTS = {
     "whatsminers": 2000,
     "xmrig": 500,
@@ -139,15 +140,18 @@ class Bench:
             self._start_sims()
             self.sampler.start()
             fleet = self._agent_phase("fleet", self.targets, self.o.duration, self.o.commands)
-            only = None
+            only = only_xmrig = None
             whatsminers = [t for t in self.targets if t.kind == "whatsminer"]
             if self.o.ratio_duration > 0 and whatsminers and self.o.xmrig:
                 only = self._agent_phase("whatsminers-only", whatsminers, self.o.ratio_duration, 0)
+            xmrigs = [t for t in self.targets if t.kind == "xmrig"]
+            if self.o.ratio_duration > 0 and xmrigs and whatsminers:
+                only_xmrig = self._agent_phase("xmrig-only", xmrigs, self.o.ratio_duration, 0)
             references = self._references() if self.o.references and whatsminers else {}
             writes = self._sim_writes()
         finally:
             self._stop_all()
-        return analysis.figures(self, fleet, only, references, writes, started)
+        return analysis.figures(self, fleet, only, references, writes, started, only_xmrig)
 
     def _stop_all(self) -> None:
         self.sampler.stop()
@@ -316,11 +320,21 @@ class Bench:
         hosts.write_text(
             "\n".join(t.config["host"] for t in self.targets if t.kind == "whatsminer")
         )
+        xmrig_hosts = self.out / "xmrig-hosts.txt"
+        xmrig_hosts.write_text(
+            "\n".join(
+                f"{t.config['url']} {t.config['token']}" for t in self.targets if t.kind == "xmrig"
+            )
+        )
         found: dict[str, Any] = {}
-        for name in ("pyasic", "bare", "bare-agent", "bare-asyncio"):
+        for name in REFERENCES:
+            if name == "xmrig-asyncio" and not self.o.xmrig:
+                continue
             print(f"[reference] {name}", file=sys.stderr, flush=True)
-            before, sims0 = self.sim_stats("whatsminer"), self._sim_cpu()
-            command = [sys.executable, "-m", "bench.references", name, "--hosts-file", str(hosts)]
+            sim_kind = "xmrig" if name == "xmrig-asyncio" else "whatsminer"
+            before, sims0 = self.sim_stats(sim_kind), self._sim_cpu()
+            listed = xmrig_hosts if sim_kind == "xmrig" else hosts
+            command = [sys.executable, "-m", "bench.references", name, "--hosts-file", str(listed)]
             command += ["--duration", str(self.o.ref_duration)]
             command += ["--concurrency", str(self.o.pyasic_concurrency)]
             done = subprocess.run(command, capture_output=True, cwd=REPO, check=False, timeout=900)
@@ -329,8 +343,8 @@ class Bench:
                 result = json.loads(done.stdout.decode().strip().splitlines()[-1])
             except (IndexError, ValueError):
                 result = {"error": f"exit {done.returncode}; see logs/reference-{name}.log"}
-            after, sims1 = self.sim_stats("whatsminer"), self._sim_cpu()
-            served = after["requests"] - before["requests"]
+            after, sims1 = self.sim_stats(sim_kind), self._sim_cpu()
+            served = after.get("requests", 0) - before.get("requests", 0)
             result["sim_requests"] = served
             result["sim_cpu_s"] = round(sims1 - sims0, 3)
             if result.get("polls"):

@@ -7,6 +7,16 @@
   bare-agent      the same bare loop with the agent's two reads per poll
                   (`summary+pools+edevs`, then `status`): the floor for the agent's protocol
   bare-asyncio    the bare `summary` poll over asyncio streams: the floor for an asyncio poller
+  bare-asyncio-agent
+                  the agent's Whatsminer reads over asyncio streams, in the same connections:
+                  the join size is learnt first as the driver's `JoinedReads` does (the fewest
+                  connections the firmware allows for summary, pools and edevs), then every poll
+                  makes those joins, plus `status`, `get_psu`+`get_error_code` and the slow
+                  reads on the driver's default intervals counted in polls
+  xmrig-asyncio   the agent's XMRig GETs (`/2/summary`, `/2/backends`, `/2/config` every 30th
+                  poll) over one persistent HTTP/1.1 keep-alive connection per miner, asyncio
+                  streams, Bearer token: the floor for the XMRig poll (`--hosts-file` holds
+                  `url token` lines)
 
 Each prints one JSON line: polls, failures, CPU seconds (getrusage of this process, all
 threads) and wall seconds of the polling loop only (imports and pyasic's miner identification
@@ -27,10 +37,20 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PORT = 4028
 SUMMARY = (b'{"cmd":"summary"}',)
 AGENT_READS = (b'{"cmd":"summary+pools+edevs"}', b'{"cmd":"status"}')
+FAST_READS = ("summary", "pools", "edevs")  # agent/devices/whatsminer/driver.py FAST_READS
+SECTIONS = {"summary": "SUMMARY", "pools": "POOLS", "edevs": "DEVS"}
+# The driver's default intervals over the bench's 10 s poll: (every n-th poll, its reads).
+PERIODIC_READS = (
+    (3, ("status",)),  # status_interval 30 s
+    (6, ("get_psu", "get_error_code")),  # detail_interval 60 s
+    (60, ("get_version", "devdetails", "get_miner_info")),  # slow_interval 600 s
+)
+XMRIG_CONFIG_EVERY = 30  # config_interval 300 s over a 10 s poll
 
 
 def cpu_seconds() -> float:
@@ -130,6 +150,123 @@ async def run_bare_asyncio(hosts: list[str], duration: float, concurrency: int) 
     return {"requests_per_poll": 1, "concurrency": concurrency, **meter.result()}
 
 
+async def _stream_read(host: str, command: str) -> dict[str, Any]:
+    reader, writer = await asyncio.open_connection(host, PORT)
+    try:
+        writer.write(json.dumps({"cmd": command}).encode())
+        await writer.drain()
+        reply: dict[str, Any] = json.loads(await reader.read())
+    finally:
+        writer.close()
+    return reply
+
+
+async def learn_groups(host: str) -> list[tuple[str, ...]]:
+    """The joins this miner answers, found as `JoinedReads` finds them: the full join, then
+    smaller ones for what it left out or refused."""
+    groups: list[tuple[str, ...]] = []
+    pending, limit = list(FAST_READS), len(FAST_READS)
+    while pending:
+        group = tuple(pending[:limit])
+        reply = await _stream_read(host, "+".join(group))
+        answered = [c for c in group if c in reply] if len(group) > 1 else list(group)
+        if not answered and SECTIONS[group[0]] in reply:
+            answered = [group[0]]
+        if not answered:
+            limit = max(1, len(group) - 1)
+            continue
+        limit = len(answered)
+        groups.append(tuple(answered))
+        pending = [c for c in pending if c not in answered]
+    return groups
+
+
+class AgentReads:
+    """Per miner: the learnt joins and how many polls it has had (for the periodic reads)."""
+
+    def __init__(self, host: str, groups: list[tuple[str, ...]]) -> None:
+        self.host = host
+        self.commands = ["+".join(g) for g in groups]
+        self.polls = 0
+
+    async def poll(self) -> None:
+        for command in self.commands:
+            await _stream_read(self.host, command)
+        for every, reads in PERIODIC_READS:
+            if self.polls % every == 0:
+                for command in reads:
+                    await _stream_read(self.host, command)
+        self.polls += 1
+
+
+async def run_bare_asyncio_agent(
+    hosts: list[str], duration: float, concurrency: int
+) -> dict[str, Any]:
+    groups = await learn_groups(hosts[0])  # the simulated fleet runs one firmware
+    miners = [AgentReads(host, groups) for host in hosts]
+
+    async def poll(miner: AgentReads) -> None:
+        await miner.poll()
+
+    meter = await _loop_polls(miners, poll, duration, concurrency)
+    return {
+        "joins": [list(g) for g in groups],
+        "requests_per_poll": len(groups)
+        + sum(len(reads) / every for every, reads in PERIODIC_READS),
+        "concurrency": concurrency,
+        **meter.result(),
+    }
+
+
+class KeepAliveXmrig:
+    """One persistent HTTP/1.1 connection to one XMRig miner, opened on first use."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.head = f"Host: {parts.netloc}\r\n{auth}Accept: application/json\r\n\r\n"
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.polls = 0
+
+    async def get(self, path: str) -> Any:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        writer.write(f"GET {path} HTTP/1.1\r\n{self.head}".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise ValueError(head.split(b"\r\n", 1)[0].decode())
+        return json.loads(await reader.readexactly(length))
+
+    async def poll(self) -> None:
+        await self.get("/2/summary")
+        await self.get("/2/backends")
+        if self.polls % XMRIG_CONFIG_EVERY == 0:
+            await self.get("/2/config")
+        self.polls += 1
+
+
+async def run_xmrig_asyncio(lines: list[str], duration: float, concurrency: int) -> dict[str, Any]:
+    miners = [KeepAliveXmrig(*[*line.split(), ""][:2]) for line in lines]
+
+    async def poll(miner: KeepAliveXmrig) -> None:
+        await miner.poll()
+
+    meter = await _loop_polls(miners, poll, duration, min(concurrency, len(miners)))
+    return {
+        "requests_per_poll": 2 + 1 / XMRIG_CONFIG_EVERY,
+        "connections": len(miners),
+        "concurrency": min(concurrency, len(miners)),
+        **meter.result(),
+    }
+
+
 async def run_pyasic(hosts: list[str], duration: float, concurrency: int) -> dict[str, Any]:
     import pyasic  # imported here: its import alone costs a second of CPU
 
@@ -175,17 +312,25 @@ def _version(package: str) -> str | None:
         return None
 
 
+NAMES = ("pyasic", "bare", "bare-agent", "bare-asyncio", "bare-asyncio-agent", "xmrig-asyncio")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=("pyasic", "bare", "bare-agent", "bare-asyncio"))
+    parser.add_argument("name", choices=NAMES)
     parser.add_argument("--hosts-file", type=Path, required=True, help="one address per line")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of polling")
     parser.add_argument("--concurrency", type=int, default=100, help="asyncio polls in flight")
     args = parser.parse_args()
-    hosts = args.hosts_file.read_text().split()
+    hosts = args.hosts_file.read_text().split("\n" if args.name == "xmrig-asyncio" else None)
+    hosts = [h for h in hosts if h.strip()]
     logging.getLogger().setLevel(logging.ERROR)  # failures are counted, not printed
     if args.name == "pyasic":
         result = asyncio.run(run_pyasic(hosts, args.duration, args.concurrency))
+    elif args.name == "bare-asyncio-agent":
+        result = asyncio.run(run_bare_asyncio_agent(hosts, args.duration, args.concurrency))
+    elif args.name == "xmrig-asyncio":
+        result = asyncio.run(run_xmrig_asyncio(hosts, args.duration, args.concurrency))
     elif args.name == "bare-asyncio":
         result = asyncio.run(run_bare_asyncio(hosts, args.duration, args.concurrency))
     else:

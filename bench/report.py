@@ -162,6 +162,8 @@ def _cpu_table(f: dict[str, Any]) -> list[str]:
         )
     mine = (only or {}).get("cpu_ms_per_poll")
     for name, r in f["references"].items():
+        if name == "xmrig-asyncio":
+            continue  # an XMRig poll: compared in the per-kind table
         theirs = r.get("cpu_per_poll_ms")
         ratio = f"{mine / theirs:.2f}" if mine and theirs else "-"
         what = {
@@ -169,9 +171,27 @@ def _cpu_table(f: dict[str, Any]) -> list[str]:
             "bare": "bare socket, summary",
             "bare-agent": "bare socket, the agent's two reads",
             "bare-asyncio": "asyncio streams, summary",
+            "bare-asyncio-agent": "asyncio streams, the agent's reads and connections",
         }.get(name, name)
         lines.append(
             f"| {what} | {_num(r.get('sim_requests_per_poll'))} | {_num(theirs)} | {ratio} |"
+        )
+    return [*lines, "", *_poll_cpu(f)]
+
+
+def _poll_cpu(f: dict[str, Any]) -> list[str]:
+    """Agent CPU per poll over a reference's, per kind, both measured in this run."""
+    lines = [
+        "## CPU per poll against the references, per kind (same run)",
+        "",
+        "| kind | reference | agent ms/poll | reference ms/poll | ratio | target | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in f.get("poll_cpu", ()):
+        met = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
+        lines.append(
+            f"| {row['target'].split()[0]} | {row['reference']} | {_num(row['agent_ms'])} | "
+            f"{_num(row['reference_ms'])} | {_num(row['ratio'])} | ≤ {row['limit']:g}x | {met} |"
         )
     return lines
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from agent.devices.http import json_body, make_session, send
+from agent.devices.http import KeepAliveClient, Reply, json_body, make_session, send
 from agent.errors import (
     AuthError,
     DeviceError,
@@ -20,6 +20,8 @@ from agent.errors import (
 )
 
 SUMMARY_PATHS = ("/2/summary", "/1/summary", "/api.json")
+NO_SUMMARY = "the miner answers none of /2/summary, /1/summary, /api.json"
+Response = requests.Response | Reply
 JSON_RPC_ERRORS = {
     -32700: "the miner could not parse the request",
     -32600: "the miner found the request invalid",
@@ -36,27 +38,56 @@ class XmrigClient:
         self.session = make_session(verify=verify)
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        # Polls (the agent's hot path) go over one asyncio keep-alive connection; writes and
+        # one-shot CLI calls keep the requests session.
+        self.polls = KeepAliveClient(
+            self.base,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=timeout,
+            verify=verify,
+        )
         self.summary_path: str | None = None  # the newest one this miner answered
 
     def close(self) -> None:
         self.session.close()
 
+    async def aclose(self) -> None:
+        await self.polls.close()
+
     def summary(self) -> dict[str, Any]:
-        paths = (self.summary_path,) if self.summary_path else SUMMARY_PATHS
-        for path in paths:
-            response = self._request("GET", path)
-            if response.status_code == 404 and not self.summary_path:
-                continue  # an older XMRig: try the next API version
-            body = self._expect_json(response, path)
-            if not isinstance(body, dict):
-                raise ProtocolError(f"{path} did not answer a JSON object")
-            self.summary_path = path
-            return body
-        raise UnsupportedError("the miner answers none of /2/summary, /1/summary, /api.json")
+        for path in self._summary_paths():
+            body = self._summary_reply(path, self._request("GET", path))
+            if body is not None:
+                return body
+        raise UnsupportedError(NO_SUMMARY)
+
+    async def summary_async(self) -> dict[str, Any]:
+        for path in self._summary_paths():
+            body = self._summary_reply(path, await self.polls.get(path))
+            if body is not None:
+                return body
+        raise UnsupportedError(NO_SUMMARY)
+
+    def _summary_paths(self) -> tuple[str, ...]:
+        return (self.summary_path,) if self.summary_path else SUMMARY_PATHS
+
+    def _summary_reply(self, path: str, response: Response) -> dict[str, Any] | None:
+        if response.status_code == 404 and not self.summary_path:
+            return None  # an older XMRig: try the next API version
+        body = self._expect_json(response, path)
+        if not isinstance(body, dict):
+            raise ProtocolError(f"{path} did not answer a JSON object")
+        self.summary_path = path
+        return body
 
     def backends(self) -> list[dict[str, Any]] | None:
         """`/2/backends`, or None when this XMRig predates it."""
-        response = self._request("GET", "/2/backends")
+        return self._backends_reply(self._request("GET", "/2/backends"))
+
+    async def backends_async(self) -> list[dict[str, Any]] | None:
+        return self._backends_reply(await self.polls.get("/2/backends"))
+
+    def _backends_reply(self, response: Response) -> list[dict[str, Any]] | None:
         if response.status_code == 404:
             return None
         body = self._expect_json(response, "/2/backends")
@@ -70,8 +101,12 @@ class XmrigClient:
         return "/1/config" if self.summary_path == "/1/summary" else "/2/config"
 
     def get_config(self) -> dict[str, Any]:
-        path = self.config_path
-        response = self._request("GET", path)
+        return self._config_reply(self.config_path, self._request("GET", self.config_path))
+
+    async def get_config_async(self) -> dict[str, Any]:
+        return self._config_reply(self.config_path, await self.polls.get(self.config_path))
+
+    def _config_reply(self, path: str, response: Response) -> dict[str, Any]:
         try:
             body = self._expect_json(response, path)
         except ProtocolError:  # the usual message quotes the body, which holds the token
@@ -109,12 +144,12 @@ class XmrigClient:
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return send(self.session, method, self.base + path, timeout=self.timeout, **kwargs)
 
-    def _expect_json(self, response: requests.Response, path: str) -> Any:
+    def _expect_json(self, response: Response, path: str) -> Any:
         if response.status_code >= 400:
             self._raise_for_status(response, path)
         return json_body(response)
 
-    def _raise_for_status(self, response: requests.Response, path: str) -> None:
+    def _raise_for_status(self, response: Response, path: str) -> None:
         status = response.status_code
         if status == 401:
             raise AuthError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -31,32 +32,56 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
         self._config_read_at = float("-inf")
         self._configured_pools: list[Any] | None = None
 
+    async def poll(self) -> PollResult:
+        """The agent's poll: on the event loop over a keep-alive connection (no thread)."""
+        summary = await self.client.summary_async()
+        backends = await self.client.backends_async() if self._reads_backends(summary) else None
+        config = None
+        if self._config_due():
+            # XMRig before 2.15 (`/api.json` only) has no config API
+            with contextlib.suppress(UnsupportedError):
+                config = await self.client.get_config_async()
+        return self._result(summary, backends, config)
+
     def poll_blocking(self) -> PollResult:
+        """The same poll through requests, for one-shot CLI use."""
         summary = self.client.summary()
-        raw: dict[str, Any] = {"summary": summary}
+        backends = self.client.backends() if self._reads_backends(summary) else None
+        config = None
+        if self._config_due():
+            with contextlib.suppress(UnsupportedError):
+                config = self.client.get_config()
+        return self._result(summary, backends, config)
+
+    def _reads_backends(self, summary: Mapping[str, Any]) -> bool:
         self.restricted = bool(summary.get("restricted", False))
-        backends = self.client.backends() if self.client.summary_path == "/2/summary" else None
+        return self.client.summary_path == "/2/summary"
+
+    def _config_due(self) -> bool:
+        due = time.monotonic() - self._config_read_at >= self.config.config_interval
+        if self.restricted or not due:
+            return False
+        self._config_read_at = time.monotonic()
+        return True
+
+    def _result(
+        self,
+        summary: dict[str, Any],
+        backends: list[dict[str, Any]] | None,
+        config: dict[str, Any] | None,
+    ) -> PollResult:
+        raw: dict[str, Any] = {"summary": summary}
         if backends is not None:
             raw["backends"] = backends
-        self._refresh_config(raw)
+        if config is not None:
+            raw["config"] = mask_secrets(config)
+            pools = config.get("pools")
+            if isinstance(pools, list):
+                self._configured_pools = [p.get("url") for p in pools if isinstance(p, dict)]
         state = normalise(summary, backends)
         state["api"] = self.client.summary_path
         state["configured_pools"] = self._configured_pools
         return PollResult(state=state, raw=raw)
-
-    def _refresh_config(self, raw: dict[str, Any]) -> None:
-        due = time.monotonic() - self._config_read_at >= self.config.config_interval
-        if self.restricted or not due:
-            return
-        self._config_read_at = time.monotonic()
-        try:
-            config = self.client.get_config()
-        except UnsupportedError:  # XMRig before 2.15 (`/api.json` only) has no config API
-            return
-        raw["config"] = mask_secrets(config)
-        pools = config.get("pools")
-        if isinstance(pools, list):
-            self._configured_pools = [p.get("url") for p in pools if isinstance(p, dict)]
 
     def execute_blocking(self, command: str, params: dict[str, Any]) -> Any:
         try:
@@ -103,6 +128,10 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
     def _put_config(self, config: dict[str, Any]) -> None:
         self.client.put_config(config)
         self._config_read_at = float("-inf")  # read it back on the next poll
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await super().close()
 
     def close_blocking(self) -> None:
         self.client.close()
