@@ -54,6 +54,7 @@ from agent.config.fleet import (
     unknown_commands,
 )
 from agent.devices import KINDS
+from agent.runtime.filters import pattern_problems
 
 DEFAULT_PATH = Path("/etc/edge-agent/config.toml")
 ENV_PREFIX = "EDGE_AGENT_"
@@ -231,6 +232,7 @@ class Settings(BaseSettings):
                 f"device {device.id!r}: allow_commands: {name!r} is not a command of its kind"
                 for name in unknown_commands(KINDS[device.kind], device.allow_commands)
             )
+            problems.extend(_publish_problems(device))
         members, member_problems = _power_members(self.power.members, self.devices)
         problems.extend(member_problems)
         if problems:
@@ -244,6 +246,15 @@ class Settings(BaseSettings):
         for device in self.devices:
             found.extend(device.secret_values())
         return found
+
+
+def _publish_problems(device: DeviceConfig) -> list[str]:
+    catalog = KINDS[device.kind].catalog
+    problems = []
+    for option, patterns in device.publish.patterns().items():
+        where = f"device {device.id!r}: publish.{option}"
+        problems.extend(pattern_problems(catalog, patterns, where))
+    return problems
 
 
 def _device_model(index: int, entry: Any) -> Any:

@@ -342,7 +342,7 @@ class Agent:
     def republish_states(self) -> None:
         for worker in self.workers.values():
             if worker.state is not None:
-                self.device_state(worker, _json(worker.state))
+                self.device_state(worker, worker.retained_payload())
 
 
 def _json(value: Any) -> bytes:

@@ -8,7 +8,6 @@ own in-flight request.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from agent.devices.base import Driver, PollResult
 from agent.errors import AgentError, DeviceTimeoutError, ErrorCode
 from agent.logs import get_logger
 from agent.runtime.energy import EnergyBook
+from agent.runtime.filters import Decision, FilterRules, PublishFilter, encode
 
 log = get_logger("device")
 
@@ -71,8 +71,12 @@ class DeviceWorker:
         self.stats = PollStats()
         self.state: dict[str, Any] | None = None
         self.available: bool | None = None
-        self._published: bytes | None = None
-        self._published_at = float("-inf")
+        rules = FilterRules.build(
+            kind.catalog.publish, config.publish.model_dump(), self.state_refresh
+        )
+        self.publish_filter = PublishFilter(rules, time.monotonic)
+        self._publish_next = False  # a command's follow-up poll: its state goes out at once
+        self._recheck: asyncio.TimerHandle | None = None
         self._wake_requested = False
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -85,6 +89,8 @@ class DeviceWorker:
         self._task = asyncio.create_task(self._run(), name=f"device:{self.id}")
 
     async def stop(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -94,6 +100,7 @@ class DeviceWorker:
             log.debug("driver close failed", device=self.id, error=str(exc))
 
     def poll_soon(self) -> None:
+        self._publish_next = True
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         else:
@@ -195,14 +202,28 @@ class DeviceWorker:
             self.publisher.device_events(self, result.events)
         self.publisher.device_polled(self)
 
-    def _publish_state(self, state: dict[str, Any], *, force: bool = False) -> None:
-        payload = json.dumps(state, separators=(",", ":"), default=str).encode()
-        now = time.monotonic()
-        stale = now - self._published_at >= self.state_refresh
-        if force or stale or payload != self._published:
-            self._published = payload
-            self._published_at = now
+    def _publish_state(self, state: dict[str, Any]) -> None:
+        force, self._publish_next = self._publish_next, False
+        self._apply(self.publish_filter.offer(state, force=force))
+
+    def retained_payload(self) -> bytes:
+        """The current state as the state topic carries it (filtered_attributes left out)."""
+        return encode(self.publish_filter.retained_state(self.state or {}))
+
+    def _apply(self, decision: Decision) -> None:
+        """Publish what the filter lets through; come back when it holds a state."""
+        for payload in decision.payloads:
             self.publisher.device_state(self, payload)
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        if decision.recheck_at is not None:
+            delay = max(0.0, decision.recheck_at - time.monotonic())
+            self._recheck = asyncio.get_running_loop().call_later(delay, self._due)
+
+    def _due(self) -> None:
+        self._recheck = None
+        self._apply(self.publish_filter.due())
 
     async def execute(self, command: str, params: dict[str, Any], timeout: float) -> Any:
         async with self.lock:
