@@ -165,7 +165,7 @@ class PublishFilter:
         now = self.clock()
         kept = self.retained_state(state)
         leaves = dict(_leaves(kept, ""))
-        trigger = self._trigger(leaves)
+        trigger = self._trigger(leaves, self._published)
         overdue = now - self._published_at >= self.rules.max_interval
         if force or trigger is Trigger.IMMEDIATE or overdue:
             return self._send_now(now, kept, leaves, ahead=self._flush_for(leaves))
@@ -174,7 +174,7 @@ class PublishFilter:
                 self._pending = (kept, leaves)
             return self._wait()
         ahead = self._flush_for(leaves)
-        if self.rules.debounce:
+        if self.rules.debounce and self._changed_since_held(leaves):
             self._send_at = max(now + self.rules.debounce, self._blocked_until)
         elif self._pending is None:
             self._send_at = self._blocked_until
@@ -193,9 +193,14 @@ class PublishFilter:
         kept, leaves = self._pending
         return self._send_now(now, kept, leaves)
 
-    def _trigger(self, leaves: Mapping[str, Any]) -> Trigger | None:
+    def _changed_since_held(self, leaves: Mapping[str, Any]) -> bool:
+        """Debounce restarts on a new change, not on each poll of the change it holds."""
+        return self._pending is None or self._trigger(leaves, self._pending[1]) is not None
+
+    def _trigger(
+        self, leaves: Mapping[str, Any], published: Mapping[str, Any] | None
+    ) -> Trigger | None:
         """The strongest reason in this state to publish, or None to publish nothing."""
-        published = self._published
         if published is None:
             return Trigger.IMMEDIATE  # nothing out yet: the first state goes at once
         strongest: Trigger | None = None
@@ -310,6 +315,8 @@ def sample_paths(catalog: Catalog) -> list[str]:
     found: set[str] = set()
     for state_field in catalog.fields:
         path = state_field.path.replace("[]", ".0").replace("{}", ".name")
+        if state_field.type in ("array", "object"):
+            path += ".0" if state_field.type == "array" else ".name"
         parts = path.split(".")
         found.update(".".join(parts[: i + 1]) for i in range(len(parts)))
     return sorted(found)
