@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.catalog.model import PublishDefaults
 from agent.config.base import PublishConfig
+from agent.config.settings import ConfigError, load_config
 from agent.devices.whatsminer.catalog import CATALOG as WHATSMINER
 from agent.devices.xmrig.catalog import CATALOG as XMRIG
 from agent.runtime.filters import (
@@ -258,3 +260,51 @@ def test_a_pattern_matching_no_field_is_reported() -> None:
 def test_bad_publish_tables_are_refused(table: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PublishConfig.model_validate(table)
+
+
+# config ----------------------------------------------------------------------------------
+
+WHATSMINER_ENTRY = """
+[[devices]]
+id = "wm-17"
+kind = "whatsminer"
+host = "10.0.0.17"
+"""
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Publish filters", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "config.toml"
+    path.write_text(example)
+    publish = load_config(path, environ={}).settings.devices[0].publish
+    assert publish.deadband == {"power_w": 25, "*hashrate_hs*": "3%"}
+    assert publish.max_interval == 120.0
+    assert publish.filtered_attributes == ["network.*", "boards.*.chip_data"]
+
+
+def test_kind_defaults_carry_a_publish_table(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[defaults.whatsminer]\npublish = { throttle = "30s" }\n' + WHATSMINER_ENTRY)
+    device = load_config(path, environ={}).settings.devices[0]
+    assert device.publish.throttle == 30.0
+
+
+def test_bad_publish_config_is_a_clear_startup_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        WHATSMINER_ENTRY
+        + '[devices.publish]\nquiet = ["fan_rpm.*"]\ndeadband = { power_w = "2 W" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    problems = "\n".join(caught.value.problems)
+    assert "publish.deadband" in problems and "'2 W' is not a deadband" in problems
+    path.write_text(WHATSMINER_ENTRY + '[devices.publish]\nquiet = ["fan_rpm.*"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.problems == [
+        f"{path}: device 'wm-17': publish.quiet: 'fan_rpm.*' matches no state field of "
+        "Whatsminer (patterns are globs over dotted paths, e.g. 'boards.*.temperature_c')"
+    ]
