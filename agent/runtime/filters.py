@@ -148,12 +148,14 @@ class PublishFilter:
     def __init__(self, rules: FilterRules, clock: Clock) -> None:
         self.rules = rules
         self.clock = clock
-        self._published: dict[str, Any] | None = None  # leaves of the last published state
+        self._published: dict[str, Any] | None = None  # the last state sent, as sent
         self._published_at = -math.inf
-        self._pending: tuple[dict[str, Any], dict[str, Any]] | None = None  # (state, leaves)
+        self._pending: dict[str, Any] | None = None  # a state held by debounce or throttle
         self._send_at = math.inf  # when the pending state goes out
         self._blocked_until = -math.inf  # end of the throttle window
         self._triggers: dict[str, tuple[Trigger, Band | None]] = {}  # classify() cache
+        # Without debounce or throttle any change publishes at once: the first one decides.
+        self._first_change_decides = not (rules.debounce or rules.throttle)
 
     def retained_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The state as it is published: `filtered_attributes` left out."""
@@ -164,23 +166,23 @@ class PublishFilter:
         """A new poll's state. `force`: a command's follow-up or a `get`, sent at once."""
         now = self.clock()
         kept = self.retained_state(state)
-        leaves = dict(_leaves(kept, ""))
-        trigger = self._trigger(leaves, self._published)
-        overdue = now - self._published_at >= self.rules.max_interval
-        if force or trigger is Trigger.IMMEDIATE or overdue:
-            return self._send_now(now, kept, leaves, ahead=self._flush_for(leaves))
+        if force or now - self._published_at >= self.rules.max_interval:
+            return self._send_now(now, kept, ahead=self._flush_for(kept))
+        trigger = self._trigger(kept, self._published)
+        if trigger is Trigger.IMMEDIATE:
+            return self._send_now(now, kept, ahead=self._flush_for(kept))
         if trigger is None:
             if self._pending is not None:  # keep the held state fresh
-                self._pending = (kept, leaves)
+                self._pending = kept
             return self._wait()
-        ahead = self._flush_for(leaves)
-        if self.rules.debounce and self._changed_since_held(leaves):
+        ahead = self._flush_for(kept)
+        if self.rules.debounce and self._changed_since_held(kept):
             self._send_at = max(now + self.rules.debounce, self._blocked_until)
         elif self._pending is None:
             self._send_at = self._blocked_until
         if self._send_at <= now and not ahead:
-            return self._send_now(now, kept, leaves)
-        self._pending = (kept, leaves)
+            return self._send_now(now, kept)
+        self._pending = kept
         return Decision(ahead, self._send_at)
 
     def due(self) -> Decision:
@@ -190,32 +192,32 @@ class PublishFilter:
             return HOLD
         if now < self._send_at:
             return self._wait()
-        kept, leaves = self._pending
-        return self._send_now(now, kept, leaves)
+        return self._send_now(now, self._pending)
 
-    def _changed_since_held(self, leaves: Mapping[str, Any]) -> bool:
+    def _changed_since_held(self, kept: Mapping[str, Any]) -> bool:
         """Debounce restarts on a new change, not on each poll of the change it holds."""
-        return self._pending is None or self._trigger(leaves, self._pending[1]) is not None
+        return self._pending is None or self._trigger(kept, self._pending) is not None
 
-    def _trigger(
-        self, leaves: Mapping[str, Any], published: Mapping[str, Any] | None
-    ) -> Trigger | None:
-        """The strongest reason in this state to publish, or None to publish nothing."""
-        if published is None:
+    def _trigger(self, new: Mapping[str, Any], old: Mapping[str, Any] | None) -> Trigger | None:
+        """The strongest reason in `new` to publish over `old`, or None to publish nothing."""
+        if old is None:
             return Trigger.IMMEDIATE  # nothing out yet: the first state goes at once
         strongest: Trigger | None = None
-        for path in leaves.keys() | published.keys():
-            old, new = published.get(path, _MISSING), leaves.get(path, _MISSING)
-            if old == new and type(old) is type(new):
-                continue
+        for path, before, after in _changes(old, new, ""):
             trigger, band = self._classify(path)
             if trigger is Trigger.QUIET:
                 continue
-            if trigger is Trigger.DEADBAND and band is not None and not band.exceeded(old, new):
+            if (
+                trigger is Trigger.DEADBAND
+                and band is not None
+                and not band.exceeded(before, after)
+            ):
                 continue
             if trigger is Trigger.IMMEDIATE:
                 return trigger
             strongest = Trigger.CHANGE
+            if self._first_change_decides:
+                break
         return strongest
 
     def _classify(self, path: str) -> tuple[Trigger, Band | None]:
@@ -224,33 +226,28 @@ class PublishFilter:
             found = self._triggers[path] = self.rules.classify(path)
         return found
 
-    def _flush_for(self, leaves: Mapping[str, Any]) -> tuple[bytes, ...]:
+    def _flush_for(self, kept: Mapping[str, Any]) -> tuple[bytes, ...]:
         """The held state, when a `debounce_ignore` field is about to change past it."""
-        if self._pending is None or not self.rules.debounce_ignore:
+        held = self._pending
+        if held is None or not self.rules.debounce_ignore:
             return ()
-        held = self._pending[1]
-        for path in held.keys() | leaves.keys():
-            if _matches(path, self.rules.debounce_ignore) and held.get(path) != leaves.get(path):
-                state, _ = self._pending
+        for path, _, _ in _changes(held, kept, ""):
+            if _matches(path, self.rules.debounce_ignore):
                 self._pending = None
                 self._record(self.clock(), held)
-                return (encode(state),)
+                return (encode(held),)
         return ()
 
     def _send_now(
-        self,
-        now: float,
-        kept: dict[str, Any],
-        leaves: dict[str, Any],
-        ahead: tuple[bytes, ...] = (),
+        self, now: float, kept: dict[str, Any], ahead: tuple[bytes, ...] = ()
     ) -> Decision:
         self._pending = None
         self._send_at = math.inf
-        self._record(now, leaves)
+        self._record(now, kept)
         return Decision((*ahead, encode(kept)))
 
-    def _record(self, now: float, leaves: dict[str, Any]) -> None:
-        self._published = leaves
+    def _record(self, now: float, kept: dict[str, Any]) -> None:
+        self._published = kept
         self._published_at = now
         self._blocked_until = now + self.rules.throttle
 
@@ -282,16 +279,35 @@ def _join(prefix: str, key: Any) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
-def _leaves(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    """`{"a": {"b": [1, 2]}}` → `a.b.0`: 1, `a.b.1`: 2; empty containers are leaves."""
-    if isinstance(value, Mapping) and value:
-        for key, item in value.items():
-            yield from _leaves(item, _join(prefix, key))
-    elif isinstance(value, list | tuple) and value:
-        for index, item in enumerate(value):
-            yield from _leaves(item, _join(prefix, index))
-    else:
-        yield prefix, value
+def _changes(old: Any, new: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
+    """Every leaf that differs, as (dotted path, old, new); equal subtrees are skipped whole
+    (one C-level comparison), so a poll that changed three numbers costs three visits."""
+    if old == new and type(old) is type(new):
+        return
+    if isinstance(old, Mapping) or isinstance(new, Mapping):
+        before = old if isinstance(old, Mapping) else {}
+        after = new if isinstance(new, Mapping) else {}
+        if before or after:
+            for key in before.keys() | after.keys():
+                path = _join(prefix, key)
+                yield from _changes(before.get(key, _MISSING), after.get(key, _MISSING), path)
+            if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+                yield prefix, old, new  # a container appeared or went: the path itself changed
+            return
+    elif isinstance(old, list) or isinstance(new, list):
+        before_items = old if isinstance(old, list) else []
+        after_items = new if isinstance(new, list) else []
+        if before_items or after_items:
+            for index in range(max(len(before_items), len(after_items))):
+                yield from _changes(
+                    before_items[index] if index < len(before_items) else _MISSING,
+                    after_items[index] if index < len(after_items) else _MISSING,
+                    _join(prefix, index),
+                )
+            if not (isinstance(old, list) and isinstance(new, list)):
+                yield prefix, old, new
+            return
+    yield prefix, old, new
 
 
 def _without(value: Any, patterns: Sequence[str], prefix: str) -> Any:
