@@ -87,7 +87,8 @@ def ten_polls_then_states(agent: AgentThread, watch: Probe) -> list[dict[str, An
 
 @pytest.mark.parametrize("publish", [DEFAULTS], indirect=True)
 def test_jitter_inside_the_deadbands_is_not_published(agent: AgentThread, watch: Probe) -> None:
-    # A hash rate wobbling by ±3% (deadband 5%), uptime and shares ticking (quiet).
+    # A hash rate wobbling by ±3% (two polls at most 6% apart; deadband 10%), uptime and
+    # shares ticking (quiet).
     assert ten_polls_then_states(agent, watch) == []
 
 

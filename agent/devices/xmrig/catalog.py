@@ -305,7 +305,7 @@ def _gpu_entities(kind: str, index: int, gpu: Mapping[str, Any]) -> list[EntityD
     return found
 
 
-# Hash rates wobble by a few percent and counters tick on every poll: held or riding along.
+# Hash rates wobble by several percent and counters tick on every poll: held or riding along.
 # Pausing, the pool, the algorithm and errors go out at once.
 PUBLISH = PublishDefaults(
     immediate=(
@@ -323,7 +323,8 @@ PUBLISH = PublishDefaults(
         "donate_level",
     ),
     deadband={
-        "*hashrate_hs*": "5%",
+        # A CPU miner's 10 s rate swings by several percent from one poll to the next.
+        "*hashrate_hs*": "10%",
         "*temperature_c": 2,
         "*power_w": "5%",
         "*clock_mhz": "5%",
