@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -17,6 +19,22 @@ from agent import __version__, logs
 from agent.config.settings import DEFAULT_PATH, ConfigError, LoadedConfig, load_config
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keeps it from looping
+EXIT_USAGE = 2
+# The simulators live beside the product, in edge_agent_sim, and need the `sim` extra (aiohttp).
+# Named, never imported here, so that the service runs without them.
+SIM_MODULES = ("edge_agent_sim", "aiohttp")
+SIM_COMMANDS = {
+    "simulate": (
+        "edge_agent_sim.cli",
+        "add_simulate_parser",
+        "serve simulated devices on loopback",
+    ),
+    "demo": (
+        "edge_agent_sim.demo",
+        "add_demo_parser",
+        "simulated fleet + agent + broker if none is running",
+    ),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", type=Path, default=Path(default), help="config file")
         return p
 
-    from agent.simulate.cli import add_simulate_parser
-    from agent.simulate.demo import add_demo_parser
     from agent.tools.scan_cli import add_scan_parser
     from agent.tools.status import add_status_parser
 
@@ -81,11 +97,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parser(status)
     with_config(command("discovery", cmd_discovery, "print the Home Assistant discovery payloads"))
 
-    add_simulate_parser(command("simulate", None, "serve simulated devices on loopback"))
+    _add_sim_command(sub, "simulate")
     add_scan_parser(command("scan", None, "find devices on the addresses you name"))
-    add_demo_parser(command("demo", None, "simulated fleet + agent + broker if none is running"))
+    _add_sim_command(sub, "demo")
     _add_optional_kind_commands(sub)
     return parser
+
+
+def sim_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in SIM_MODULES)
+
+
+def _add_sim_command(sub: Any, name: str) -> None:
+    module, add_parser, help_text = SIM_COMMANDS[name]
+    if sim_installed():
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        getattr(importlib.import_module(module), add_parser)(parser)
+        return
+    # Without the simulators, any arguments (even --help) lead to the one message that helps.
+    parser = sub.add_parser(name, help=help_text, prefix_chars="\0", add_help=False)
+    parser.add_argument("ignored", nargs="*")
+    parser.set_defaults(handler=lambda _args: _sim_missing(name))
+
+
+def _sim_missing(name: str) -> int:
+    print(
+        f"edge-agent {name}: the simulators are not installed: pip install 'edge-agent[sim]'",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
 
 
 def _add_optional_kind_commands(sub: Any) -> None:

@@ -37,10 +37,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import logs
 from agent.config.settings import LoadedConfig, Settings
 from agent.devices.whatsminer.config import WhatsminerConfig
-from agent.devices.whatsminer.simulator import start_fleet
 from agent.runtime.agent import Agent
-from agent.simulate.fleet import LoopThread, SimFleet
 from bench.procs import Mosquitto
+from edge_agent_sim.fleet import LoopThread, SimFleet
+from edge_agent_sim.whatsminer import start_fleet
 
 BAND = 0.03  # "settled" = within ±3 % of the target
 METER_S = 0.5

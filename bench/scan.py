@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.devices.pool.simulator import start_fleet as start_pools
-from agent.devices.srs.simulator import start_fleet as start_srs
-from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
-from agent.devices.xmrig.simulator import start_fleet as start_xmrigs
-from agent.simulate.fleet import raise_open_file_limit
+from agent.tools.open_files import raise_open_file_limit
+from edge_agent_sim.pool import start_fleet as start_pools
+from edge_agent_sim.srs import start_fleet as start_srs
+from edge_agent_sim.whatsminer import start_fleet as start_whatsminers
+from edge_agent_sim.xmrig import start_fleet as start_xmrigs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARES = (("whatsminer", 0.6, 4028), ("xmrig", 0.2, 44444), ("srs", 0.1, 1985), ("pool", 0.1, 8080))

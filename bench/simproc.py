@@ -21,10 +21,10 @@ import json
 import sys
 from typing import Any
 
-from agent.devices.whatsminer.simulator import SimClock, WhatsminerModel
-from agent.devices.xmrig.simulator import XmrigModel
-from agent.devices.xmrig.simulator import start_fleet as start_xmrig_fleet
-from agent.simulate.fleet import raise_open_file_limit
+from agent.tools.open_files import raise_open_file_limit
+from edge_agent_sim.whatsminer import SimClock, WhatsminerModel
+from edge_agent_sim.xmrig import XmrigModel
+from edge_agent_sim.xmrig import start_fleet as start_xmrig_fleet
 
 FIRST_WHATSMINER = ipaddress.IPv4Address("127.1.0.1")
 WHATSMINER_PORT = 4028

@@ -28,10 +28,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import logs
 from agent.config.settings import AgentSection, Settings
 from agent.devices.whatsminer.config import WhatsminerConfig
-from agent.devices.whatsminer.simulator import JOIN_VARIANTS, start_fleet
-from agent.simulate.fleet import LoopThread, SimFleet
 from bench.power import start_agent
 from bench.procs import Mosquitto
+from edge_agent_sim.fleet import LoopThread, SimFleet
+from edge_agent_sim.whatsminer import JOIN_VARIANTS, start_fleet
 
 RESULTS = Path(__file__).parent / "results"
 POLL_INTERVAL_S = 10.0

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import Mosquitto, Probe
 
 
@@ -52,7 +52,7 @@ def sim_loop() -> Iterator[LoopThread]:
 
 @pytest.fixture
 def xmrig_fleet(sim_loop: LoopThread) -> Iterator[SimFleet]:
-    from agent.devices.xmrig.simulator import start_fleet
+    from edge_agent_sim.xmrig import start_fleet
 
     fleet = sim_loop.run(start_fleet(2, gpu=True))
     yield fleet

@@ -28,7 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from agent.config.settings import LoadedConfig, Settings
 from agent.devices import KINDS
 from agent.runtime.agent import Agent
-from agent.simulate.fleet import LoopThread
+from edge_agent_sim.fleet import LoopThread
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import (
     REPO,
     AgentThread,
@@ -182,7 +182,7 @@ class Site:
 def site(
     tmp_path_factory: pytest.TempPathFactory, certs: Path, sim_loop: LoopThread
 ) -> Iterator[Site]:
-    from agent.devices.xmrig.simulator import start_fleet
+    from edge_agent_sim.xmrig import start_fleet
 
     fleet = sim_loop.run(start_fleet(1))
     broker = AclMosquitto(tmp_path_factory.mktemp("acl"), certs, shipped_acl())

@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from agent.catalog.docs import render
-from agent.simulate.fleet import SimFleet
+from edge_agent_sim.fleet import SimFleet
 from tests.harness import REPO, Probe, free_port, port_open, wait_until
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
-from agent.simulate.fleet import LoopThread, SimDevice, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimDevice, SimFleet
+from edge_agent_sim.whatsminer import start_fleet as start_whatsminers
 from tests.harness import free_port
 from tests.test_cli_and_docs import run_cli
 

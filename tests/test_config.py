@@ -437,16 +437,13 @@ def test_secrets_never_printed(tmp_path: Path) -> None:
         str(settings),
         repr(device),
         str(device),
-        str(device.summary()),
+        device.model_dump_json(),
         settings.model_dump_json(),
         str(settings.model_dump()),
     ]
     for text_form in shown:
         assert TOKEN not in text_form
         assert PASSWORD not in text_form
-    assert "token" not in device.summary()
-    assert "token_file" not in device.summary()
-    assert device.summary()["id"] == "rig1"
 
 
 def test_secrets_never_in_problems(tmp_path: Path) -> None:

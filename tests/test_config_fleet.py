@@ -12,7 +12,7 @@ import pytest
 
 from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, LoadedConfig, load_config
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import REPO, AgentThread, Mosquitto, Probe, make_settings
 from tests.test_config import check_config, clean_environment, write
 
@@ -351,7 +351,7 @@ def test_growing_a_range_keeps_the_other_devices_as_they_were(tmp_path: Path) ->
 
 @pytest.fixture
 def rigs(sim_loop: LoopThread) -> Iterator[SimFleet]:
-    from agent.devices.xmrig.simulator import start_fleet
+    from edge_agent_sim.xmrig import start_fleet
 
     fleet = sim_loop.run(start_fleet(3))
     yield fleet

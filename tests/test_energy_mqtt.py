@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from agent.runtime.energy import FILE_NAME, SITE_KEY
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import AgentThread, Mosquitto, Probe, make_settings, wait_until
 
 
 @pytest.fixture
 def miners(sim_loop: LoopThread) -> Iterator[SimFleet]:
-    from agent.devices.whatsminer.simulator import start_fleet
+    from edge_agent_sim.whatsminer import start_fleet
 
     fleet = sim_loop.run(start_fleet(2))
     yield fleet

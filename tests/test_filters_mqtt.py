@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import AgentThread, Mosquitto, Probe, make_settings, wait_until
 
 HELD = {"debounce": "1h", "throttle": "1h", "filtered_attributes": ["cpu", "user_agent"]}

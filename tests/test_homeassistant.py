@@ -26,7 +26,7 @@ import requests
 import yaml
 
 from agent.config.settings import load_config
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import (
     REPO,
     AgentThread,
@@ -338,10 +338,10 @@ def farm(tmp_path_factory: pytest.TempPathFactory, sim_loop: LoopThread) -> Iter
     workdir = tmp_path_factory.mktemp("homeassistant")
     broker = Mosquitto(workdir)
     broker.start()
-    from agent.devices.pool.simulator import start_fleet as pool_fleet
-    from agent.devices.srs.simulator import start_fleet as srs_fleet
-    from agent.devices.whatsminer.simulator import start_fleet as whatsminer_fleet
-    from agent.devices.xmrig.simulator import start_fleet as xmrig_fleet
+    from edge_agent_sim.pool import start_fleet as pool_fleet
+    from edge_agent_sim.srs import start_fleet as srs_fleet
+    from edge_agent_sim.whatsminer import start_fleet as whatsminer_fleet
+    from edge_agent_sim.xmrig import start_fleet as xmrig_fleet
 
     fleets = {
         "xmrig": sim_loop.run(xmrig_fleet(1, gpu=True)),

@@ -12,7 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from agent.simulate.fleet import SimFleet
+from edge_agent_sim.fleet import SimFleet
 from tests.harness import AgentThread, Mosquitto, Probe, free_port, make_settings, wait_until
 
 USER, PASSWORD = "edge", "s3cret-pass"

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 import requests
 
-from agent.devices.pool.simulator import start_fleet as start_pools
-from agent.devices.srs.simulator import start_fleet as start_srs
-from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
-from agent.devices.xmrig.simulator import start_fleet as start_xmrig
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
+from edge_agent_sim.pool import start_fleet as start_pools
+from edge_agent_sim.srs import start_fleet as start_srs
+from edge_agent_sim.whatsminer import start_fleet as start_whatsminers
+from edge_agent_sim.xmrig import start_fleet as start_xmrig
 from tests.harness import (
     REPO,
     AgentThread,

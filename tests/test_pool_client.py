@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from agent.devices.pool.client import AuthMode, BackoffError, PoolClient, retry_after_seconds
-from agent.devices.pool.simulator import MALFORMED_MODES, PoolModel, start_fleet
 from agent.errors import (
     AgentError,
     AuthError,
@@ -24,7 +23,8 @@ from agent.errors import (
     ProtocolError,
     UnreachableError,
 )
-from agent.simulate.fleet import LoopThread, SimDevice
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.pool import MALFORMED_MODES, PoolModel, start_fleet
 
 KEY = "K3Y-4f9a2c-SECRET"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bitminter"

@@ -13,15 +13,15 @@ from agent.devices import KINDS
 from agent.devices.pool.client import BackoffError
 from agent.devices.pool.config import PoolConfig
 from agent.devices.pool.driver import PoolDriver
-from agent.devices.pool.simulator import (
+from agent.errors import AuthError, ProtocolError, UnknownCommandError
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.pool import (
     START_TIME,
     PoolModel,
     RequestRecord,
     demo_config,
     start_fleet,
 )
-from agent.errors import AuthError, ProtocolError, UnknownCommandError
-from agent.simulate.fleet import LoopThread, SimDevice
 
 KEY = "K3Y-77-SECRET"
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agent.devices.pool.simulator import PoolModel, start_fleet
-from agent.simulate.fleet import LoopThread, SimDevice
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.pool import PoolModel, start_fleet
 from tests.harness import AgentThread, Message, Mosquitto, Probe, make_settings
 
 KEY = "K3Y-MQTT-SECRET"

@@ -276,12 +276,12 @@ def test_user_data_needs_a_key() -> None:
     assert config(user="alice", api_key="k").user == "alice"
 
 
-def test_key_comes_from_a_file_and_never_shows_in_the_summary(tmp_path: Path) -> None:
+def test_key_comes_from_a_file_and_never_shows_in_a_dump(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("FILE-KEY-123\n")
     cfg = config(api_key_file=str(key_file))
     assert cfg.api_key is not None and cfg.api_key.get_secret_value() == "FILE-KEY-123"
-    assert "FILE-KEY-123" not in json.dumps(cfg.summary()) + repr(cfg)
+    assert "FILE-KEY-123" not in cfg.model_dump_json() + repr(cfg)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import AgentThread, Mosquitto, Probe, make_settings, wait_until
 
 MEMBERS = 4
@@ -19,7 +19,7 @@ TIME_SCALE = 20.0  # preheating and ramps pass 20x faster in the simulated miner
 
 @pytest.fixture
 def miners(sim_loop: LoopThread) -> Iterator[SimFleet]:
-    from agent.devices.whatsminer.simulator import start_fleet
+    from edge_agent_sim.whatsminer import start_fleet
 
     fleet = sim_loop.run(start_fleet(MEMBERS + 1, time_scale=TIME_SCALE))
     yield fleet
@@ -259,7 +259,7 @@ def run_site(
     broker: Mosquitto, sim_loop: LoopThread, probe: Probe
 ) -> Iterator[Callable[..., tuple[Site, SimFleet]]]:
     """A site on miners with the given power-model options (and power settings)."""
-    from agent.devices.whatsminer.simulator import start_fleet
+    from edge_agent_sim.whatsminer import start_fleet
 
     started: list[tuple[AgentThread, SimFleet]] = []
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agent.devices.whatsminer.client import WhatsminerClient
-from agent.devices.whatsminer.simulator import (
+from edge_agent_sim.whatsminer import (
     PREHEAT_S,
     PREHEATED_START_S,
     SimClock,

@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 
 from agent.config.settings import load_config
-from agent.devices.pool.simulator import start_fleet as start_pools
-from agent.devices.srs.simulator import start_fleet as start_srs
-from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
-from agent.devices.xmrig.simulator import start_fleet as start_xmrigs
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
+from edge_agent_sim.pool import start_fleet as start_pools
+from edge_agent_sim.srs import start_fleet as start_srs
+from edge_agent_sim.whatsminer import start_fleet as start_whatsminers
+from edge_agent_sim.xmrig import start_fleet as start_xmrigs
 from tests.test_cli_and_docs import run_cli
 
 HTTP_PORTS = "8080,44444,18080"

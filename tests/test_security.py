@@ -20,11 +20,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.devices import KINDS
-from agent.devices.whatsminer.simulator import SimClock, WhatsminerModel
-from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
-from agent.devices.xmrig.simulator import XmrigModel
-from agent.devices.xmrig.simulator import start_fleet as start_rigs
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
+from edge_agent_sim.whatsminer import SimClock, WhatsminerModel
+from edge_agent_sim.whatsminer import start_fleet as start_whatsminers
+from edge_agent_sim.xmrig import XmrigModel
+from edge_agent_sim.xmrig import start_fleet as start_rigs
 from tests.harness import REPO, AgentThread, Mosquitto, Probe, make_settings
 
 PASSWORD = "s3cr3t_1"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.simulate.fleet import SimFleet
+from edge_agent_sim.fleet import SimFleet
 from tests.harness import (
     REPO,
     AgentThread,

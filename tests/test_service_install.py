@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
 from tests.harness import REPO, Mosquitto, Probe
 
 UNIT = REPO / "systemd" / "edge-agent.service"
@@ -159,7 +159,7 @@ class Installed:
 def installed(broker: Mosquitto, sim_loop: LoopThread) -> Iterator[Installed]:
     """README's steps in a scratch root that the service user can traverse."""
     assert os.geteuid() == 0, "installing a service needs root (CI runs as root)"
-    from agent.devices.xmrig.simulator import start_fleet
+    from edge_agent_sim.xmrig import start_fleet
 
     fleet = sim_loop.run(start_fleet(2))
     scratch = Path(tempfile.mkdtemp(prefix="edge-agent-root-", dir="/tmp"))

@@ -14,7 +14,6 @@ from agent.catalog.validate import resolve_command, validate_params
 from agent.devices import KINDS
 from agent.devices.srs.config import SrsConfig
 from agent.devices.srs.driver import RAW_API_RECHECK_POLLS, SrsDriver
-from agent.devices.srs.simulator import SrsModel, start_fleet
 from agent.errors import (
     AuthError,
     DeviceError,
@@ -22,7 +21,8 @@ from agent.errors import (
     UnsupportedError,
     ValidationError,
 )
-from agent.simulate.fleet import LoopThread, SimDevice
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.srs import SrsModel, start_fleet
 
 
 @pytest.fixture(scope="module")
@@ -386,9 +386,9 @@ def test_config_errors_say_what_is_wrong(fields: dict[str, Any], complaint: str)
         SrsConfig.model_validate({"id": "srs1", "kind": "srs", "url": "http://h:1985", **fields})
 
 
-def test_password_stays_out_of_the_config_summary() -> None:
+def test_password_stays_out_of_the_config_dump() -> None:
     config = SrsConfig.model_validate(
         {"id": "srs1", "kind": "srs", "url": "http://h:1985", "username": "a", "password": "pw9"}
     )
-    assert "pw9" not in repr(config.summary()) and "pw9" not in repr(config)
+    assert "pw9" not in config.model_dump_json() and "pw9" not in repr(config)
     assert KINDS["srs"].config is SrsConfig

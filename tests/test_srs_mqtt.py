@@ -20,9 +20,9 @@ from structlog.testing import capture_logs
 
 from agent.config.settings import load_config
 from agent.devices.srs.config import SrsConfig
-from agent.devices.srs.simulator import ACTIVITY_STREAMS, SrsModel, start_fleet
-from agent.simulate.demo import start_fleets
-from agent.simulate.fleet import LoopThread, SimDevice, SimFleet
+from edge_agent_sim.demo import start_fleets
+from edge_agent_sim.fleet import LoopThread, SimDevice, SimFleet
+from edge_agent_sim.srs import ACTIVITY_STREAMS, SrsModel, start_fleet
 from tests.harness import AgentThread, Message, Mosquitto, Probe, make_settings
 
 DEVICE = "srs1"

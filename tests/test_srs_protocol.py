@@ -16,7 +16,6 @@ import requests
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from agent.devices.srs.client import SrsClient
-from agent.devices.srs.simulator import SrsModel, start_fleet
 from agent.errors import (
     AuthError,
     DeviceError,
@@ -25,7 +24,8 @@ from agent.errors import (
     UnreachableError,
     UnsupportedError,
 )
-from agent.simulate.fleet import LoopThread, SimDevice
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.srs import SrsModel, start_fleet
 
 CAPTURES = Path(__file__).resolve().parent / "fixtures" / "srs-real"
 

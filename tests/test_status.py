@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from agent.config.settings import load_config
-from agent.devices.whatsminer.simulator import start_fleet as start_whatsminers
-from agent.devices.xmrig.simulator import start_fleet as start_xmrigs
-from agent.simulate.fleet import LoopThread, SimFleet
+from edge_agent_sim.fleet import LoopThread, SimFleet
+from edge_agent_sim.whatsminer import start_fleet as start_whatsminers
+from edge_agent_sim.xmrig import start_fleet as start_xmrigs
 from tests.harness import REPO, AgentThread, Mosquitto, Probe, free_port
 from tests.test_cli_and_docs import run_cli
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.devices.whatsminer.simulator import start_fleet
-from agent.simulate.fleet import LoopThread, SimDevice
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.whatsminer import start_fleet
 
 
 @pytest.fixture

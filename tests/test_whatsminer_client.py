@@ -17,7 +17,6 @@ from agent.devices.whatsminer.client import (
     JoinNotAnsweredError,
     WhatsminerClient,
 )
-from agent.devices.whatsminer.simulator import JOIN_VARIANTS, QUIRKS, WhatsminerModel, running
 from agent.errors import (
     AuthError,
     DeviceError,
@@ -27,6 +26,7 @@ from agent.errors import (
     UnreachableError,
     ValidationError,
 )
+from edge_agent_sim.whatsminer import JOIN_VARIANTS, QUIRKS, WhatsminerModel, running
 
 TIMEOUT = 2.0
 

@@ -25,13 +25,6 @@ from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.client import WRITE_COMMANDS
 from agent.devices.whatsminer.config import WhatsminerConfig
 from agent.devices.whatsminer.driver import WhatsminerDriver
-from agent.devices.whatsminer.simulator import (
-    JOIN_VARIANTS,
-    REBOOT_S,
-    SimClock,
-    WhatsminerModel,
-    running,
-)
 from agent.errors import (
     AuthError,
     DeviceTimeoutError,
@@ -40,6 +33,13 @@ from agent.errors import (
     ValidationError,
 )
 from agent.runtime.energy import ENERGY_STATE_FIELD
+from edge_agent_sim.whatsminer import (
+    JOIN_VARIANTS,
+    REBOOT_S,
+    SimClock,
+    WhatsminerModel,
+    running,
+)
 
 EVERYTHING = [c.name for c in CATALOG.commands]
 ERRORS = {"329": "2022-01-17 11:28:11", "2010": "2022-01-18 09:00:00"}
@@ -612,7 +612,7 @@ def test_config_defaults_and_secrets() -> None:
     cfg = config(4028, password="s3cret")
     assert cfg.slow_interval == 600 and cfg.detail_interval == 60
     assert cfg.firmware_command == "update_firmware"
-    assert "s3cret" not in json.dumps(cfg.summary()) and "s3cret" not in repr(cfg)
+    assert "s3cret" not in cfg.model_dump_json() and "s3cret" not in repr(cfg)
     with pytest.raises(ValueError):
         config(4028, host="tcp://10.0.0.1")
     assert config(4028, password=None).password is None

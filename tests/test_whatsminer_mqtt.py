@@ -28,7 +28,8 @@ import pytest
 from agent.devices.whatsminer.catalog import CATALOG
 from agent.devices.whatsminer.client import WhatsminerClient
 from agent.devices.whatsminer.driver import normalise_board
-from agent.devices.whatsminer.simulator import (
+from edge_agent_sim.fleet import LoopThread, SimFleet
+from edge_agent_sim.whatsminer import (
     DEFAULT_PASSWORD,
     FAST_EXPONENT,
     JOIN_VARIANTS,
@@ -40,7 +41,6 @@ from agent.devices.whatsminer.simulator import (
     WhatsminerModel,
     start_fleet,
 )
-from agent.simulate.fleet import LoopThread, SimFleet
 from tests.harness import (
     REPO,
     AgentThread,

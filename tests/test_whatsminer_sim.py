@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from agent.devices.whatsminer import crypto, simulator
+from agent.devices.whatsminer import crypto
 from agent.devices.whatsminer.client import NoReplyError, WhatsminerClient
-from agent.devices.whatsminer.simulator import (
+from edge_agent_sim import whatsminer as simulator
+from edge_agent_sim.whatsminer import (
     COLD_START_S,
     PREHEAT_S,
     REBOOT_S,

@@ -15,7 +15,6 @@ import requests
 
 from agent.devices.xmrig.config import XmrigConfig
 from agent.devices.xmrig.driver import XmrigDriver, normalise
-from agent.devices.xmrig.simulator import XmrigModel, start_fleet
 from agent.errors import (
     AgentError,
     AuthError,
@@ -27,7 +26,8 @@ from agent.errors import (
     UnsupportedError,
     ValidationError,
 )
-from agent.simulate.fleet import LoopThread, SimDevice
+from edge_agent_sim.fleet import LoopThread, SimDevice
+from edge_agent_sim.xmrig import XmrigModel, start_fleet
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "xmrig"
 TOKEN = "tok-Vb93-must-never-leak"

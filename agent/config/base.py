@@ -237,8 +237,3 @@ class DeviceConfig(SecretFields):
         if value <= 0:
             raise ValueError("must be positive")
         return value
-
-    def summary(self) -> dict[str, Any]:
-        """The device's config for bridge info: no secrets, no secret file paths."""
-        hidden = {*self.secret_fields, *(f"{s}_file" for s in self.secret_fields)}
-        return self.model_dump(mode="json", exclude=hidden)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config.base import DeviceConfig
@@ -43,7 +42,6 @@ class PollStats:
     last_success: float | None = None  # wall clock
     last_duration_ms: float | None = None
     missed_cycles: int = 0
-    durations_ms: deque[float] = field(default_factory=lambda: deque(maxlen=64))  # recent
 
 
 class DeviceWorker:
@@ -163,7 +161,6 @@ class DeviceWorker:
     def _record_duration(self, started: float) -> None:
         elapsed = (time.monotonic() - started) * 1000
         self.stats.last_duration_ms = elapsed
-        self.stats.durations_ms.append(elapsed)
 
     def _poll_failed(self, error: AgentError) -> None:
         self.stats.failed += 1

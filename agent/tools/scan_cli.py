@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from agent.devices.whatsminer.client import DEFAULT_PORT as WHATSMINER_PORT
-from agent.simulate.fleet import raise_open_file_limit
 from agent.tools import table
 from agent.tools.configwrite import TEMPLATE_FIELDS, WriteError, merge_into, parse_templates
+from agent.tools.open_files import raise_open_file_limit
 from agent.tools.progress import Progress
 from agent.tools.scan import (
     DEFAULT_HTTP_PORTS,

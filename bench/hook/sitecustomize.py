@@ -1,10 +1,11 @@
 """Bench instrumentation for the agent process, loaded only when the bench puts this folder on
 PYTHONPATH and sets EDGE_AGENT_BENCH_HOOK=1; the agent's own code is not changed.
 
-It adds a `bench` entry to the bridge `health` response: the poll durations each worker
-recorded since the previous health request (PollStats.durations_ms, drained here) per kind,
-and the depth of paho's outgoing queue. Its cost (one pass over the workers per
-health request, every poll interval) is counted in the agent's CPU like everything else.
+It adds a `bench` entry to the bridge `health` response: the duration of each poll since the
+previous health request, per kind (the worker's own `stats.last_duration_ms`, collected here
+after every poll, drained by the health request), and the depth of paho's outgoing queue. Its
+cost (a deque append per poll, one pass over the workers per health request) is counted in the
+agent's CPU like everything else.
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ import json
 import os
 import signal
 import tracemalloc
+import weakref
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 TRACE_FRAMES = 8
+RECENT_POLLS = 64  # per worker between two health requests (one poll interval: a few)
+
+# worker -> its recent poll durations (ms); weak, so that a reload's old workers go away
+_durations: weakref.WeakKeyDictionary[Any, deque[float]] = weakref.WeakKeyDictionary()
 
 
 def _bench_figures(agent: Any) -> dict[str, Any]:
     by_kind: dict[str, list[float]] = {}
     for worker in agent.workers.values():
-        durations = worker.stats.durations_ms
+        durations = _durations.get(worker, ())
         by_kind.setdefault(worker.config.kind, []).extend(round(d, 2) for d in durations)
-        durations.clear()
+        _durations.pop(worker, None)
     client = agent.link.client
     figures: dict[str, Any] = {
         "poll_ms_by_kind": by_kind,
@@ -82,7 +89,18 @@ def _short(filename: str, lineno: int) -> str:
 
 def install() -> None:
     from agent.runtime.agent import Agent
+    from agent.runtime.worker import DeviceWorker
 
+    original_poll = DeviceWorker.poll
+
+    async def poll(self: Any) -> dict[str, Any] | None:
+        state = await original_poll(self)
+        if self.stats.last_duration_ms is not None:
+            recent = _durations.setdefault(self, deque(maxlen=RECENT_POLLS))
+            recent.append(self.stats.last_duration_ms)
+        return state
+
+    DeviceWorker.poll = poll  # type: ignore[method-assign]
     original = Agent.health
 
     def health(self: Any) -> dict[str, Any]:

@@ -6,10 +6,10 @@ it. Hash rates become H/s (pool GH/s x 1e9; user, worker and top-50 MH/s x 1e6).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agent.devices import coerce
 from agent.devices.pool.catalog import GHS, MHS
 from agent.errors import ProtocolError
 
@@ -137,21 +137,11 @@ def _worker(raw: Mapping[str, Any], where: str) -> Row:
 
 
 def _number(obj: Mapping[str, Any], key: str, where: str) -> float | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ProtocolError(f"{where}: {key} is {_shown(value)}, not a number")
-    return value
+    return coerce.strict_number(obj.get(key), f"{where}: {key}")
 
 
 def _int(obj: Mapping[str, Any], key: str, where: str) -> int | None:
-    value = _number(obj, key, where)
-    if value is None:
-        return None
-    if value != int(value):
-        raise ProtocolError(f"{where}: {key} is {value}, not a whole number")
-    return int(value)
+    return coerce.strict_integer(obj.get(key), f"{where}: {key}")
 
 
 def _required_int(obj: Mapping[str, Any], key: str, where: str) -> int:
@@ -167,17 +157,11 @@ def _rate(obj: Mapping[str, Any], key: str, factor: float, where: str) -> float 
 
 
 def _text(obj: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = obj.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise ProtocolError(f"{where}: {key} is {_shown(value)}, not text")
+    return coerce.strict_text(obj.get(key), f"{where}: {key}")
 
 
 def _flag(obj: Mapping[str, Any], key: str, where: str) -> bool | None:
-    value = obj.get(key)
-    if value is None or isinstance(value, bool):
-        return value
-    raise ProtocolError(f"{where}: {key} is {_shown(value)}, not true/false")
+    return coerce.strict_flag(obj.get(key), f"{where}: {key}")
 
 
 def _object(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
@@ -185,7 +169,7 @@ def _object(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ProtocolError(f"{where}: {key} is {_shown(value)}, not an object")
+        raise ProtocolError(f"{where}: {key} is {coerce.shown(value)}, not an object")
     return value
 
 
@@ -194,7 +178,7 @@ def _objects(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, Mappi
     value = _object(obj, key, where)
     for name, item in value.items():
         if not isinstance(item, dict):
-            raise ProtocolError(f"{where}: {key}.{name} is {_shown(item)}, not an object")
+            raise ProtocolError(f"{where}: {key}.{name} is {coerce.shown(item)}, not an object")
     return value
 
 
@@ -209,10 +193,5 @@ def _rows(obj: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(row, dict) for row in value):
-        raise ProtocolError(f"{where}: {key} is {_shown(value)}, not a list of objects")
+        raise ProtocolError(f"{where}: {key} is {coerce.shown(value)}, not a list of objects")
     return value
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -9,11 +9,11 @@ restarted or reloaded, and every RAW_API_RECHECK_POLLS polls (an operator's conf
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agent.devices import coerce
 from agent.devices.base import BlockingDriver, PollResult
 from agent.devices.srs.catalog import CATALOG, stream_label
 from agent.devices.srs.client import Identity, Listing, SrsClient
@@ -160,8 +160,8 @@ class RawApiSwitches:
         self._asked, self._polls, self._stale = identity, 0, False
         if switches is None and same:
             return
-        self.enabled = _bool((switches or {}).get("enabled"))
-        self.allow_reload = _bool((switches or {}).get("allow_reload"))
+        self.enabled = coerce.flag((switches or {}).get("enabled"))
+        self.allow_reload = coerce.flag((switches or {}).get("allow_reload"))
         self.refused = False
 
     def reload_refused(self) -> None:
@@ -319,29 +319,29 @@ def normalise(
 def _server(
     summary: Mapping[str, Any], vhosts: list[Row], streams: list[Row], identity: Identity | None
 ) -> Row:
-    process = _dict(summary.get("self"))
-    system = _dict(summary.get("system"))
-    memory_kb = _int(process.get("mem_kbyte"))
+    process = coerce.mapping(summary.get("self"))
+    system = coerce.mapping(summary.get("system"))
+    memory_kb = coerce.truncated(process.get("mem_kbyte"))
     loads = (system.get("load_1m"), system.get("load_5m"), system.get("load_15m"))
     return {
         "id": identity.server if identity else None,
         "service_id": identity.service if identity else None,
-        "pid": _int(process.get("pid")),
-        "version": _str(process.get("version")),
-        "uptime_s": _int(process.get("srs_uptime")),
+        "pid": coerce.truncated(process.get("pid")),
+        "version": coerce.text(process.get("version")),
+        "uptime_s": coerce.truncated(process.get("srs_uptime")),
         # SRS names them *_percent but reports fractions (0.01 = 1 %).
         "cpu_percent": _percent(process.get("cpu_percent")),
         "memory_bytes": None if memory_kb is None else memory_kb * 1024,
         "memory_percent": _percent(process.get("mem_percent")),
         "system_cpu_percent": _percent(system.get("cpu_percent")),
         "system_memory_percent": _percent(system.get("mem_ram_percent")),
-        "cpus": _int(system.get("cpus_online")),
-        "load_average": [_num(x) for x in loads]
-        if any(_num(x) is not None for x in loads)
+        "cpus": coerce.truncated(system.get("cpus_online")),
+        "load_average": [coerce.number(x) for x in loads]
+        if any(coerce.number(x) is not None for x in loads)
         else None,
         "kbps_in": sum(v["kbps_in"] or 0 for v in vhosts),
         "kbps_out": sum(v["kbps_out"] or 0 for v in vhosts),
-        "connections": _int(system.get("conn_srs")),
+        "connections": coerce.truncated(system.get("conn_srs")),
         "streams": sum(v["streams"] or 0 for v in vhosts),
         "live_streams": sum(1 for s in streams if s["publishing"]),
         "clients": sum(v["clients"] or 0 for v in vhosts),
@@ -352,44 +352,44 @@ def _server(
 
 
 def _vhost(vhost: Mapping[str, Any]) -> Row:
-    kbps = _dict(vhost.get("kbps"))
+    kbps = coerce.mapping(vhost.get("kbps"))
     return {
-        "id": _str(vhost.get("id")),
-        "name": _str(vhost.get("name")),
+        "id": coerce.text(vhost.get("id")),
+        "name": coerce.text(vhost.get("name")),
         "enabled": vhost.get("enabled") is True,
-        "streams": _int(vhost.get("streams")),
-        "clients": _int(vhost.get("clients")),
-        "kbps_in": _num(kbps.get("recv_30s")),
-        "kbps_out": _num(kbps.get("send_30s")),
-        "bytes_in": _int(vhost.get("recv_bytes")),
-        "bytes_out": _int(vhost.get("send_bytes")),
-        "hls": _dict(vhost.get("hls")).get("enabled") is True,
+        "streams": coerce.truncated(vhost.get("streams")),
+        "clients": coerce.truncated(vhost.get("clients")),
+        "kbps_in": coerce.number(kbps.get("recv_30s")),
+        "kbps_out": coerce.number(kbps.get("send_30s")),
+        "bytes_in": coerce.truncated(vhost.get("recv_bytes")),
+        "bytes_out": coerce.truncated(vhost.get("send_bytes")),
+        "hls": coerce.mapping(vhost.get("hls")).get("enabled") is True,
     }
 
 
 def _stream(stream: Mapping[str, Any], vhost_names: Mapping[Any, Any]) -> Row:
-    url = _str(stream.get("url"))
-    vhost = _str(vhost_names.get(stream.get("vhost"))) or _vhost_of(url)
-    app, name = _str(stream.get("app")), _str(stream.get("name"))
-    publish = _dict(stream.get("publish"))
+    url = coerce.text(stream.get("url"))
+    vhost = coerce.text(vhost_names.get(stream.get("vhost"))) or _vhost_of(url)
+    app, name = coerce.text(stream.get("app")), coerce.text(stream.get("name"))
+    publish = coerce.mapping(stream.get("publish"))
     active = publish.get("active") is True
-    kbps = _dict(stream.get("kbps"))
+    kbps = coerce.mapping(stream.get("kbps"))
     video, audio = _video(stream.get("video")), _audio(stream.get("audio"))
     width, height = (video["width"], video["height"]) if video else (None, None)
     return {
-        "id": _str(stream.get("id")),
+        "id": coerce.text(stream.get("id")),
         "stream": f"{vhost}/{app}/{name}" if app and name else _key_of(url),
         "vhost": vhost,
         "app": app,
         "name": name,
         "publishing": active,
-        "publisher_client": _str(publish.get("cid")) if active else None,
-        "clients": _int(stream.get("clients")),
-        "frames": _int(stream.get("frames")),
-        "kbps_in": _num(kbps.get("recv_30s")),
-        "kbps_out": _num(kbps.get("send_30s")),
-        "bytes_in": _int(stream.get("recv_bytes")),
-        "bytes_out": _int(stream.get("send_bytes")),
+        "publisher_client": coerce.text(publish.get("cid")) if active else None,
+        "clients": coerce.truncated(stream.get("clients")),
+        "frames": coerce.truncated(stream.get("frames")),
+        "kbps_in": coerce.number(kbps.get("recv_30s")),
+        "kbps_out": coerce.number(kbps.get("send_30s")),
+        "bytes_in": coerce.truncated(stream.get("recv_bytes")),
+        "bytes_out": coerce.truncated(stream.get("send_bytes")),
         "video": video,
         "audio": audio,
         "resolution": f"{width}x{height}" if width and height else None,
@@ -400,11 +400,11 @@ def _video(value: Any) -> Row | None:
     if not isinstance(value, dict):
         return None
     return {
-        "codec": _str(value.get("codec")),
-        "profile": _str(value.get("profile")),
-        "level": _str(value.get("level")),
-        "width": _int(value.get("width")),
-        "height": _int(value.get("height")),
+        "codec": coerce.text(value.get("codec")),
+        "profile": coerce.text(value.get("profile")),
+        "level": coerce.text(value.get("level")),
+        "width": coerce.truncated(value.get("width")),
+        "height": coerce.truncated(value.get("height")),
     }
 
 
@@ -412,26 +412,26 @@ def _audio(value: Any) -> Row | None:
     if not isinstance(value, dict):
         return None
     return {
-        "codec": _str(value.get("codec")),
-        "sample_rate_hz": _int(value.get("sample_rate")),
-        "channels": _int(value.get("channel")),
-        "profile": _str(value.get("profile")),
+        "codec": coerce.text(value.get("codec")),
+        "sample_rate_hz": coerce.truncated(value.get("sample_rate")),
+        "channels": coerce.truncated(value.get("channel")),
+        "profile": coerce.text(value.get("profile")),
     }
 
 
 def _client(client: Mapping[str, Any], stream_keys: Mapping[Any, str]) -> Row:
-    url = _str(client.get("url"))
-    kbps = _dict(client.get("kbps"))
+    url = coerce.text(client.get("url"))
+    kbps = coerce.mapping(client.get("kbps"))
     return {
-        "id": _str(client.get("id")),
-        "type": _str(client.get("type")),
-        "ip": _str(client.get("ip")),
+        "id": coerce.text(client.get("id")),
+        "type": coerce.text(client.get("type")),
+        "ip": coerce.text(client.get("ip")),
         "stream": stream_keys.get(client.get("stream")) or _key_of(url),
         "url": url,
         "publish": client.get("publish") is True,
-        "alive_s": _num(client.get("alive")),
-        "kbps_in": _num(kbps.get("recv_30s")),
-        "kbps_out": _num(kbps.get("send_30s")),
+        "alive_s": coerce.number(client.get("alive")),
+        "kbps_in": coerce.number(kbps.get("recv_30s")),
+        "kbps_out": coerce.number(kbps.get("send_30s")),
     }
 
 
@@ -477,37 +477,10 @@ def _key_of(url: str | None) -> str:
     return f"{DEFAULT_VHOST}{url}" if url.startswith("/") else url
 
 
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _num(value: Any) -> int | float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    number = _num(value)
-    return None if number is None else int(number)
-
-
 def _int_text(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def _bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _str(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
-        return None
-    return str(value)
-
-
 def _percent(fraction: Any) -> float | None:
-    number = _num(fraction)
+    number = coerce.number(fraction)
     return None if number is None else round(number * 100, 2)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.devices import coerce
 from agent.devices.base import Driver, PollResult
 from agent.devices.whatsminer.catalog import CATALOG, WINDOWS
 from agent.devices.whatsminer.client import (
@@ -102,7 +103,7 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
                 self._status_due = now + _jitter(self.config.status_interval)
         status = self._status
         if now >= self._detail_due:
-            await self._read_detail(raw, _num(_summary_of(sections).get("Power")))
+            await self._read_detail(raw, coerce.number_or_text(_summary_of(sections).get("Power")))
             self._detail_due = now + _jitter(self.config.detail_interval)
         if now >= self._slow_due:
             await self._read_slow(raw)
@@ -135,10 +136,10 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
         if version is not None:
             raw["get_version"] = version
             self._slow.update(
-                version=_text(version.get("fw_ver")),
-                api_version=_text(version.get("api_ver")),
-                platform=_text(version.get("platform")),
-                chip=_text(version.get("chip")),
+                version=coerce.stripped_text(version.get("fw_ver")),
+                api_version=coerce.stripped_text(version.get("api_ver")),
+                platform=coerce.stripped_text(version.get("platform")),
+                chip=coerce.stripped_text(version.get("chip")),
             )
         details = await _optional(self.client.devdetails)
         if details is not None:
@@ -148,9 +149,9 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
         info = await _optional(self.client.get_miner_info)
         if info is not None:
             raw["get_miner_info"] = info
-            self._slow["serial"] = _text(info.get("minersn"))
-            self._slow["led"] = _text(info.get("ledstat"))
-            self._slow["network"] = {k: _text(info.get(k)) for k in _NETWORK_KEYS}
+            self._slow["serial"] = coerce.stripped_text(info.get("minersn"))
+            self._slow["led"] = coerce.stripped_text(info.get("ledstat"))
+            self._slow["network"] = {k: coerce.stripped_text(info.get(k)) for k in _NETWORK_KEYS}
 
     def _warn_psu(self, warnings: list[str]) -> None:
         """Log implausible PSU readings when they start, not on every read (the state keeps
@@ -345,10 +346,10 @@ def normalise(
     boards = [normalise_board(d, board_models) for d in _list(sections.get("edevs"), "DEVS")]
     boards.sort(key=lambda b: b["slot"] if b["slot"] is not None else 99)
     error_codes = detail["error_codes"]
-    power = _num(summary.get("Power"))
+    power = coerce.number_or_text(summary.get("Power"))
     hashrate = {w: _scaled(summary.get(k), 1e6) for w, k in _MHS_KEYS.items()}
     mode = summary.get("Power Mode") or status.get("power_mode")
-    off = _bool(status.get("btmineroff"))
+    off = coerce.flag_or_word(status.get("btmineroff"))
     return {
         "model": slow["model"],
         "firmware": _firmware(status.get("Firmware Version")) or slow["version"],
@@ -358,31 +359,31 @@ def normalise(
         "serial": slow["serial"],
         "mining": None if off is None else not off,
         "power_mode": mode.lower() if isinstance(mode, str) and mode else None,
-        "hash_percent": _num(status.get("hash_percent")),
+        "hash_percent": coerce.number_or_text(status.get("hash_percent")),
         "hashrate_hs": hashrate,
         "target_hashrate_hs": _scaled(summary.get("Target MHS"), 1e6),
         "factory_hashrate_hs": _scaled(summary.get("Factory GHS"), 1e9),
-        "hash_stable": _bool(summary.get("Hash Stable")),
+        "hash_stable": coerce.flag_or_word(summary.get("Hash Stable")),
         "shares": {
-            "accepted": _int(summary.get("Accepted")),
-            "rejected": _int(summary.get("Rejected")),
+            "accepted": coerce.truncated_or_text(summary.get("Accepted")),
+            "rejected": coerce.truncated_or_text(summary.get("Rejected")),
         },
         "power_w": power,
-        "power_limit_w": _num(summary.get("Power Limit")),
+        "power_limit_w": coerce.number_or_text(summary.get("Power Limit")),
         "efficiency_j_th": _efficiency(summary.get("Power Rate"), power, hashrate["1m"]),
-        "temperature_c": _num(summary.get("Temperature")),
-        "env_temperature_c": _num(summary.get("Env Temp")),
+        "temperature_c": coerce.number_or_text(summary.get("Temperature")),
+        "env_temperature_c": coerce.number_or_text(summary.get("Env Temp")),
         "chip_temperature_c": _chip_temps(summary),
         "fans_rpm": {
-            "in": _num(summary.get("Fan Speed In")),
-            "out": _num(summary.get("Fan Speed Out")),
+            "in": coerce.number_or_text(summary.get("Fan Speed In")),
+            "out": coerce.number_or_text(summary.get("Fan Speed Out")),
         },
         "frequency_mhz": {
-            "avg": _num(summary.get("freq_avg")),
-            "target": _num(summary.get("Target Freq")),
+            "avg": coerce.number_or_text(summary.get("freq_avg")),
+            "target": coerce.number_or_text(summary.get("Target Freq")),
         },
-        "uptime_s": _int(summary.get("Uptime")),
-        "elapsed_s": _int(summary.get("Elapsed")),
+        "uptime_s": coerce.truncated_or_text(summary.get("Uptime")),
+        "elapsed_s": coerce.truncated_or_text(summary.get("Elapsed")),
         "fast_boot": _enabled(summary.get("Btminer Fast Boot")),
         "pool": active_pool(pools),
         "pools": pools,
@@ -400,16 +401,16 @@ def normalise(
 
 def normalise_pool(pool: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "index": _int(pool.get("POOL")),
-        "url": _text(pool.get("URL")),
-        "user": _text(pool.get("User")),
-        "status": _text(pool.get("Status")),
-        "priority": _int(pool.get("Priority")),
-        "stratum_active": _bool(pool.get("Stratum Active")),
-        "difficulty": _num(pool.get("Stratum Difficulty")),
-        "accepted": _int(pool.get("Accepted")),
-        "rejected": _int(pool.get("Rejected")),
-        "last_share_time": _int(pool.get("Last Share Time")),
+        "index": coerce.truncated_or_text(pool.get("POOL")),
+        "url": coerce.stripped_text(pool.get("URL")),
+        "user": coerce.stripped_text(pool.get("User")),
+        "status": coerce.stripped_text(pool.get("Status")),
+        "priority": coerce.truncated_or_text(pool.get("Priority")),
+        "stratum_active": coerce.flag_or_word(pool.get("Stratum Active")),
+        "difficulty": coerce.number_or_text(pool.get("Stratum Difficulty")),
+        "accepted": coerce.truncated_or_text(pool.get("Accepted")),
+        "rejected": coerce.truncated_or_text(pool.get("Rejected")),
+        "last_share_time": coerce.truncated_or_text(pool.get("Last Share Time")),
     }
 
 
@@ -427,32 +428,32 @@ def active_pool(pools: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def normalise_board(dev: Mapping[str, Any], models: Mapping[int, str]) -> dict[str, Any]:
-    slot = _int(dev.get("Slot"))
-    asc = _int(dev.get("ASC"))
+    slot = coerce.truncated_or_text(dev.get("Slot"))
+    asc = coerce.truncated_or_text(dev.get("ASC"))
     return {
         "slot": slot if slot is not None else asc,
-        "status": _text(dev.get("Status")),
-        "enabled": _bool(dev.get("Enabled")),
+        "status": coerce.stripped_text(dev.get("Status")),
+        "enabled": coerce.flag_or_word(dev.get("Enabled")),
         "model": models.get(asc if asc is not None else -1),
-        "temperature_c": _num(dev.get("Temperature")),
-        "frequency_mhz": _num(dev.get("Chip Frequency")),
+        "temperature_c": coerce.number_or_text(dev.get("Temperature")),
+        "frequency_mhz": coerce.number_or_text(dev.get("Chip Frequency")),
         "hashrate_hs": {w: _scaled(dev.get(k), 1e6) for w, k in _MHS_KEYS.items()},
         "factory_hashrate_hs": _scaled(dev.get("HS Factory"), 1e9),
-        "effective_chips": _int(dev.get("Effective Chips")),
+        "effective_chips": coerce.truncated_or_text(dev.get("Effective Chips")),
         "chip_temperature_c": _chip_temps(dev),
-        "accepted": _int(dev.get("Accepted")),
-        "rejected": _int(dev.get("Rejected")),
-        "upfreq_complete": _bool(dev.get("Upfreq Complete")),
-        "pcb_serial": _text(dev.get("PCB SN")),
-        "chip_data": _text(dev.get("Chip Data")),
+        "accepted": coerce.truncated_or_text(dev.get("Accepted")),
+        "rejected": coerce.truncated_or_text(dev.get("Rejected")),
+        "upfreq_complete": coerce.flag_or_word(dev.get("Upfreq Complete")),
+        "pcb_serial": coerce.stripped_text(dev.get("PCB SN")),
+        "chip_data": coerce.stripped_text(dev.get("Chip Data")),
     }
 
 
 def board_models(details: Mapping[str, Any]) -> dict[int, str]:
     found: dict[int, str] = {}
     for entry in _list(details, "DEVDETAILS"):
-        index = _int(entry.get("ID", entry.get("DEVDETAILS")))
-        model = _text(entry.get("Model"))
+        index = coerce.truncated_or_text(entry.get("ID", entry.get("DEVDETAILS")))
+        model = coerce.stripped_text(entry.get("Model"))
         if index is not None and model:
             found[index] = model
     return found
@@ -465,16 +466,16 @@ def normalise_psu(psu: Mapping[str, Any], power_w: float | None = None) -> dict[
     amps, volts = _scaled(psu.get("iin"), 1e-3), _scaled(psu.get("vin"), 1e-2)
     warnings = psu_warnings(amps, volts, power_w)
     return {
-        "model": _text(psu.get("model")),
-        "name": _text(psu.get("name")),
-        "serial": _text(psu.get("serial_no")),
-        "vendor": _text(psu.get("vendor")),
-        "hw_version": _text(psu.get("hw_version")),
-        "sw_version": _text(psu.get("sw_version")),
+        "model": coerce.stripped_text(psu.get("model")),
+        "name": coerce.stripped_text(psu.get("name")),
+        "serial": coerce.stripped_text(psu.get("serial_no")),
+        "vendor": coerce.stripped_text(psu.get("vendor")),
+        "hw_version": coerce.stripped_text(psu.get("hw_version")),
+        "sw_version": coerce.stripped_text(psu.get("sw_version")),
         "input_current_a": amps,
         "input_voltage_v": volts,
-        "fan_rpm": _num(psu.get("fan_speed")),
-        "temperature_c": _num(psu.get("temp0")),
+        "fan_rpm": coerce.number_or_text(psu.get("fan_speed")),
+        "temperature_c": coerce.number_or_text(psu.get("temp0")),
         "readings_plausible": None if amps is None and volts is None else not warnings,
         "warnings": warnings,
     }
@@ -542,14 +543,14 @@ def _list(reply: Mapping[str, Any] | None, key: str) -> list[dict[str, Any]]:
 
 def _chip_temps(source: Mapping[str, Any]) -> dict[str, float | None]:
     return {
-        "min": _num(source.get("Chip Temp Min")),
-        "max": _num(source.get("Chip Temp Max")),
-        "avg": _num(source.get("Chip Temp Avg")),
+        "min": coerce.number_or_text(source.get("Chip Temp Min")),
+        "max": coerce.number_or_text(source.get("Chip Temp Max")),
+        "avg": coerce.number_or_text(source.get("Chip Temp Avg")),
     }
 
 
 def _efficiency(rate: Any, power: float | None, hashrate_hs: float | None) -> float | None:
-    reported = _num(rate)
+    reported = coerce.number_or_text(rate)
     if reported is not None and reported > 0:
         return reported
     if power and hashrate_hs:
@@ -557,55 +558,17 @@ def _efficiency(rate: Any, power: float | None, hashrate_hs: float | None) -> fl
     return None
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return number if number == number and abs(number) != float("inf") else None
-    return None
-
-
-def _int(value: Any) -> int | None:
-    number = _num(value)
-    return int(number) if number is not None else None
-
-
 def _scaled(value: Any, factor: float) -> float | None:
-    number = _num(value)
+    number = coerce.number_or_text(value)
     return number * factor if number is not None else None
-
-
-def _bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in ("true", "y", "yes", "1"):
-            return True
-        if word in ("false", "n", "no", "0"):
-            return False
-    return None
 
 
 def _enabled(value: Any) -> bool | None:
     if isinstance(value, str) and value.lower() in ("enable", "disable"):
         return value.lower() == "enable"
-    return _bool(value)
-
-
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
-        return None
-    text = str(value).strip()
-    return text or None
+    return coerce.flag_or_word(value)
 
 
 def _firmware(value: Any) -> str | None:
-    text = _text(value)
+    text = coerce.stripped_text(value)
     return text.strip("'\"") or None if text else None

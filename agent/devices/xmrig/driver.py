@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.catalog.validate import mask_keys
+from agent.devices import coerce
 from agent.devices.base import BlockingDriver, PollResult
 from agent.devices.xmrig.catalog import CATALOG, SECRET_CONFIG_KEYS
 from agent.devices.xmrig.client import XmrigClient
@@ -108,17 +109,20 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
 
 
 def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[str, Any]:
-    results = _dict(summary.get("results"))
-    connection = _dict(summary.get("connection"))
-    hashrate = _dict(summary.get("hashrate"))
-    good, total = _int(results.get("shares_good")), _int(results.get("shares_total"))
+    results = coerce.mapping(summary.get("results"))
+    connection = coerce.mapping(summary.get("connection"))
+    hashrate = coerce.mapping(summary.get("hashrate"))
+    good, total = (
+        coerce.integer(results.get("shares_good")),
+        coerce.integer(results.get("shares_total")),
+    )
     per_backend = normalise_backends(backends)
     gpus = [gpu for b in per_backend.values() for gpu in b.get("gpus", ())]
     paused = bool(summary.get("paused", False))
     enabled = any(b["enabled"] for b in per_backend.values()) if per_backend else True
-    resources = _dict(summary.get("resources"))
-    memory = _dict(resources.get("memory"))
-    cpu = _dict(summary.get("cpu"))
+    resources = coerce.mapping(summary.get("resources"))
+    memory = coerce.mapping(resources.get("memory"))
+    cpu = coerce.mapping(summary.get("cpu"))
     return {
         "miner_id": summary.get("id"),
         "worker_id": summary.get("worker_id"),
@@ -130,22 +134,22 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
             "accepted": good,
             "rejected": None if good is None or total is None else total - good,
             "total": total,
-            "avg_time_s": _int(results.get("avg_time")),
-            "difficulty": _int(results.get("diff_current")),
+            "avg_time_s": coerce.integer(results.get("avg_time")),
+            "difficulty": coerce.integer(results.get("diff_current")),
         },
         "pool": {
             "url": connection.get("pool"),
             "ip": connection.get("ip"),
-            "ping_ms": _int(connection.get("ping")),
-            "uptime_s": _int(connection.get("uptime")),
-            "failures": _int(connection.get("failures")),
+            "ping_ms": coerce.integer(connection.get("ping")),
+            "uptime_s": coerce.integer(connection.get("uptime")),
+            "failures": coerce.integer(connection.get("failures")),
             "tls": connection.get("tls"),
         },
-        "uptime_s": _int(summary.get("uptime")),
+        "uptime_s": coerce.integer(summary.get("uptime")),
         "paused": paused,
         "mining": enabled and not paused,
         "restricted": bool(summary.get("restricted", False)),
-        "donate_level": _int(summary.get("donate_level")),
+        "donate_level": coerce.integer(summary.get("donate_level")),
         "cpu": {
             "brand": cpu.get("brand"),
             "cores": cpu.get("cores"),
@@ -157,7 +161,7 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
             "rss_bytes": memory.get("resident_set_memory"),
         },
         "load_average": resources.get("load_average"),
-        "hugepages": _list(summary.get("hugepages")) or None,  # XMRig 2.x said just `true`
+        "hugepages": coerce.items(summary.get("hugepages")) or None,  # XMRig 2.x said just `true`
         "power_w": _sum(g.get("power_w") for g in gpus),
         "temperature_c": _max(g.get("temperature_c") for g in gpus),
         "errors": [],
@@ -170,7 +174,7 @@ def normalise_backends(backends: list[Any] | None) -> dict[str, dict[str, Any]]:
     for backend in backends or ():
         if not isinstance(backend, dict) or not isinstance(backend.get("type"), str):
             continue
-        threads = [t for t in _list(backend.get("threads")) if isinstance(t, dict)]
+        threads = [t for t in coerce.items(backend.get("threads")) if isinstance(t, dict)]
         entry: dict[str, Any] = {
             "enabled": bool(backend.get("enabled", False)),
             "algo": backend.get("algo"),
@@ -184,7 +188,7 @@ def normalise_backends(backends: list[Any] | None) -> dict[str, dict[str, Any]]:
 
 
 def _gpu(position: int, thread: Mapping[str, Any]) -> dict[str, Any]:
-    health = _dict(thread.get("health"))
+    health = coerce.mapping(thread.get("health"))
     fans = health.get("fan_speed")
     return {
         "index": thread.get("index", position),
@@ -258,18 +262,6 @@ def _require_object(value: Any, where: str) -> dict[str, Any]:
 def _windows(values: Any) -> dict[str, Any]:
     values = values if isinstance(values, list) else []
     return {w: (values[i] if i < len(values) else None) for i, w in enumerate(WINDOWS)}
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _sum(values: Any) -> float | None:

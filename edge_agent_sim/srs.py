@@ -30,12 +30,26 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.devices.srs.config import DEFAULT_VHOST, stream_key
-from agent.simulate.fleet import SimDevice, SimFleet, raise_open_file_limit
+from agent.tools.open_files import raise_open_file_limit
+from edge_agent_sim.fleet import SimDevice, SimFleet
+
+DEFAULT_VHOST = "__defaultVhost__"  # SRS's name for the vhost a stream url leaves out
+
+
+def stream_key(stream: str) -> str:
+    """How a test names a stream (`app/name`, `/app/name` or `vhost/app/name`) as SRS keys it:
+    `vhost/app/name`, the default vhost filled in."""
+    parts = stream.strip().strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise ValueError(f"{stream!r} is not 'app/name' or 'vhost/app/name'")
+    if len(parts) == 2:
+        parts.insert(0, DEFAULT_VHOST)
+    return "/".join(parts)
+
 
 SERVER_HEADER = "SRS/7.0.18(Hang)"
 TEMPLATES: dict[str, Any] = json.loads(
-    resources.files("agent.devices.srs").joinpath("sim_data/templates.json").read_text()
+    resources.files("edge_agent_sim").joinpath("sim_data/srs/templates.json").read_text()
 )
 DATA_DOCS = ("authors", "features", "rusages", "self_proc_stats", "system_proc_stats", "meminfos")
 COLLECTIONS = ("vhosts", "streams", "clients")

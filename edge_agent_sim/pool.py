@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.simulate.fleet import SimDevice, SimFleet
+from edge_agent_sim.fleet import SimDevice, SimFleet
 
 START_TIME = 1593561600  # 2020-07-01, as in the fixtures
 MALFORMED_MODES = ("garbage", "truncated", "empty", "wrong_types", "wrong_shape", "close", "nan")
@@ -184,22 +184,6 @@ class PoolModel:
     def remove_worker(self, name: str, user: str | None = None) -> None:
         data = self.users[user or self.owner]
         data["workers"] = [w for w in data["workers"] if w["name"] != name]
-        _sum_workers(data)
-
-    def set_worker(
-        self,
-        name: str,
-        *,
-        hash_rate_mhs: float | None = None,
-        alive: bool | None = None,
-        user: str | None = None,
-    ) -> None:
-        data = self.users[user or self.owner]
-        worker = next(w for w in data["workers"] if w["name"] == name)
-        if hash_rate_mhs is not None:
-            worker["hash_rate"] = hash_rate_mhs
-        if alive is not None:
-            worker["alive"] = alive
         _sum_workers(data)
 
     def throttle(

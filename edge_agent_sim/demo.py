@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from agent import logs
 from agent.config.settings import LoadedConfig, Settings
 from agent.devices import KINDS
-from agent.simulate.cli import start_kind
-from agent.simulate.fleet import SimFleet
+from edge_agent_sim.cli import start_kind
+from edge_agent_sim.fleet import SimFleet
 
 DEFAULT_COUNTS = {"xmrig": 2, "whatsminer": 3, "srs": 1, "pool": 1}
 
@@ -94,7 +94,7 @@ async def start_fleets(args: argparse.Namespace) -> tuple[list[SimFleet], list[d
         if kind not in KINDS or count <= 0:
             continue
         fleet = await start_kind(kind, count, "127.0.0.1", 0)
-        module = importlib.import_module(f"agent.devices.{kind}.simulator")
+        module = importlib.import_module(f"edge_agent_sim.{kind}")
         fleets.append(fleet)
         devices.extend(module.demo_config(d, i) for i, d in enumerate(fleet.devices))
     return fleets, devices

@@ -12,7 +12,7 @@ import itertools
 import json
 from typing import Any
 
-from agent.simulate.fleet import SimFleet
+from edge_agent_sim.fleet import SimFleet
 
 SIMULATED_KINDS = ("xmrig", "whatsminer", "srs", "pool")
 # Where `--spread` puts each device: the kind's usual port (XMRig has none: the doc's example).
@@ -65,7 +65,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 async def start_kind(kind: str, count: int, host: str, port: int, **options: Any) -> SimFleet:
-    module = importlib.import_module(f"agent.devices.{kind}.simulator")
+    module = importlib.import_module(f"edge_agent_sim.{kind}")
     fleet: SimFleet = await module.start_fleet(count, host, port, **options)
     return fleet
 
@@ -137,7 +137,7 @@ def _socket_problem(args: argparse.Namespace, exc: OSError) -> str:
 
 def option_names(kind: str) -> list[str]:
     """The model's fields: what `-o KEY=VALUE` can set."""
-    module = importlib.import_module(f"agent.devices.{kind}.simulator")
+    module = importlib.import_module(f"edge_agent_sim.{kind}")
     models = [
         v for k, v in vars(module).items() if k.endswith("Model") and dataclasses.is_dataclass(v)
     ]

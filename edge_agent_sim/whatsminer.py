@@ -50,7 +50,8 @@ from typing import Any, ClassVar
 from Crypto.Cipher import AES
 
 from agent.devices.whatsminer import crypto
-from agent.simulate.fleet import SimDevice, SimFleet, raise_open_file_limit
+from agent.tools.open_files import raise_open_file_limit
+from edge_agent_sim.fleet import SimDevice, SimFleet
 
 QUIRKS = frozenset(
     {

@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.simulate.fleet import SimDevice, SimFleet, raise_open_file_limit
+from agent.tools.open_files import raise_open_file_limit
+from edge_agent_sim.fleet import SimDevice, SimFleet
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -29,7 +30,7 @@ RPC_METHODS = ("pause", "resume", "stop")
 
 
 def _template(name: str) -> Any:
-    text = resources.files("agent.devices.xmrig").joinpath(f"sim_data/{name}.json").read_text()
+    text = resources.files("edge_agent_sim").joinpath(f"sim_data/xmrig/{name}.json").read_text()
     return json.loads(text)
 
 

@@ -1,14 +1,13 @@
 """What every kind's simulator returns, and a thread to run simulators from synchronous code.
 
-Each kind's `simulator.py` offers `async def start_fleet(count, host, port, **options)`
-returning a `SimFleet`: one listening socket per simulated device (port 0 = free ports), all
-served from the calling event loop.
+Each kind's module here (`edge_agent_sim.<kind>`) offers
+`async def start_fleet(count, host, port, **options)` returning a `SimFleet`: one listening
+socket per simulated device (port 0 = free ports), all served from the calling event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import resource
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -40,16 +39,6 @@ class SimFleet:
         for close in reversed(self.closers):
             await close()
         self.closers.clear()
-
-
-def raise_open_file_limit() -> int:
-    """Thousands of simulated miners need thousands of sockets: lift the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 class LoopThread:

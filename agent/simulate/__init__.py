@@ -1,1 +1,0 @@
-"""Simulated devices that speak the real wire protocols on loopback sockets."""
