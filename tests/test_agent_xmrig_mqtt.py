@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edge_agent_sim.fleet import LoopThread, SimFleet
-from tests.harness import AgentThread, Mosquitto, Probe, make_settings
+from tests.harness import AgentThread, Mosquitto, Probe, make_settings, wait_until
 
 
 def xmrig_device(fleet: SimFleet, index: int, **extra: Any) -> dict[str, Any]:
@@ -264,5 +264,9 @@ def test_hung_device_does_not_delay_the_other(
     assert result["ok"] is True
     hung = command(watch, agent, "rig2/set/pause", "")
     assert hung["ok"] is False and hung["error"]["code"] == "timeout"
+    polled = agent.call(lambda: agent.agent.workers["rig1"].stats.ok)
+    # rig1 keeps being polled (its steady state is not republished: publish filters) ...
+    wait_until(lambda: agent.call(lambda: agent.agent.workers["rig1"].stats.ok) > polled + 1)
     mark = watch.mark()
-    watch.wait_for(f"{b}/rig1", since=mark)  # rig1 keeps being polled and published
+    watch.publish(f"{b}/rig1/get", "")
+    watch.wait_for(f"{b}/rig1", since=mark)  # ... and published

@@ -52,8 +52,44 @@ def kind_tables(catalog: Catalog) -> str:
             *(_command_row(c) for c in catalog.commands),
             "",
             *_class_notes(catalog),
+            *_publish_defaults(catalog),
         ]
     )
+
+
+def _publish_defaults(catalog: Catalog) -> list[str]:
+    """The kind's publish filters (README: Publish filters), when it declares any."""
+    defaults = catalog.publish
+    bands: dict[str, list[str]] = {}
+    for pattern, value in defaults.deadband.items():
+        bands.setdefault(f"deadband {_band(value)}", []).append(pattern)
+    rules = {
+        "immediate: never held back": list(defaults.immediate),
+        **bands,
+        "quiet: rides along, never publishes alone": list(defaults.quiet),
+    }
+    rows = [f"| {rule} | {_patterns(found)} |" for rule, found in rules.items() if found]
+    if not rows:
+        return []
+    interval = "state_refresh" if defaults.max_interval is None else f"{defaults.max_interval:g} s"
+    return [
+        f"#### {catalog.title} publish filters (defaults; any other change publishes)",
+        "",
+        "| rule | fields |",
+        "|---|---|",
+        *rows,
+        "",
+        f"Maximum interval: {interval}.",
+        "",
+    ]
+
+
+def _patterns(patterns: list[str]) -> str:
+    return ", ".join(f"`{p}`" for p in patterns)
+
+
+def _band(value: float | str) -> str:
+    return f"{value}" if isinstance(value, str) else f"±{value:g} (absolute)"
 
 
 def _command_row(spec: CommandSpec) -> str:

@@ -142,6 +142,23 @@ class DeviceInfoPaths:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishDefaults:
+    """How a kind's retained state is filtered before it goes out (agent.catalog.filters).
+
+    Patterns are shell-style globs over dotted state paths, list items numbered
+    (`boards.0.temperature_c`, `*hashrate_hs*`). `immediate` fields are never held back and no
+    config can change that; `deadband` holds a numeric change smaller than its band (a number:
+    absolute, `"5%"`: relative to the value last published); a change in a `quiet` field alone
+    publishes nothing, it rides along on the next publish. Any other change publishes.
+    """
+
+    immediate: tuple[str, ...] = ()
+    deadband: Mapping[str, float | str] = field(default_factory=dict)
+    quiet: tuple[str, ...] = ()
+    max_interval: float | None = None  # None: the agent's state_refresh
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
     kind: str
     title: str  # "XMRig"
@@ -152,6 +169,7 @@ class Catalog:
     commands: tuple[CommandSpec, ...]
     dynamic_entities: DynamicEntities | None = None
     device_info: DeviceInfoPaths = field(default_factory=DeviceInfoPaths)
+    publish: PublishDefaults = field(default_factory=PublishDefaults)
 
     def command(self, name: str) -> CommandSpec | None:
         return next((c for c in self.commands if c.name == name), None)

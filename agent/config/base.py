@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from agent.catalog.filters import parse_band
+
 SLUG = r"[a-z0-9_-]+"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -151,6 +153,43 @@ class SecretFields(Section):
         return values
 
 
+def _check_band(value: Any) -> Any:
+    parse_band(value)  # the filter owns what a band is
+    return value
+
+
+Deadband = Annotated[float | str, AfterValidator(_check_band)]
+Pattern = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class PublishConfig(Section):
+    """`publish`: the device's publish filters over its kind's defaults (README: Publish
+    filters). Patterns are checked against the kind's state fields in Settings."""
+
+    debounce: Duration = 0.0
+    debounce_ignore: list[Pattern] = Field(default_factory=list)
+    throttle: Duration = 0.0
+    max_interval: Duration | None = None
+    filtered_attributes: list[Pattern] = Field(default_factory=list)
+    deadband: dict[Pattern, Deadband] = Field(default_factory=dict)
+    quiet: list[Pattern] = Field(default_factory=list)
+
+    @field_validator("max_interval")
+    @classmethod
+    def _positive_interval(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    def patterns(self) -> dict[str, list[str]]:
+        return {
+            "debounce_ignore": self.debounce_ignore,
+            "filtered_attributes": self.filtered_attributes,
+            "deadband": list(self.deadband),
+            "quiet": self.quiet,
+        }
+
+
 class DeviceConfig(SecretFields):
     """What every `[[devices]]` entry has, whatever its kind."""
 
@@ -168,6 +207,7 @@ class DeviceConfig(SecretFields):
     state_refresh: Duration | None = None
     allow_commands: list[str] = Field(default_factory=list)
     publish_raw: bool = False
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
     def credential_prefix(self) -> str:
         return self.id

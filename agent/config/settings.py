@@ -37,6 +37,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from agent.catalog.filters import pattern_problems
 from agent.config.base import (
     SLUG,
     DeviceConfig,
@@ -237,6 +238,7 @@ class Settings(BaseSettings):
                 f"device {device.id!r}: allow_commands: {name!r} is not a command of its kind"
                 for name in unknown_commands(_kinds()[device.kind], device.allow_commands)
             )
+            problems.extend(_publish_problems(device))
         members, member_problems = (
             _power_members(self.power.members, self.devices, power_kinds(_kinds().values()))
             if self.power.members
@@ -254,6 +256,15 @@ class Settings(BaseSettings):
         for device in self.devices:
             found.extend(device.secret_values())
         return found
+
+
+def _publish_problems(device: DeviceConfig) -> list[str]:
+    catalog = _kinds()[device.kind].catalog
+    problems = []
+    for option, patterns in device.publish.patterns().items():
+        where = f"device {device.id!r}: publish.{option}"
+        problems.extend(pattern_problems(catalog, patterns, where))
+    return problems
 
 
 def _device_model(index: int, entry: Any) -> Any:

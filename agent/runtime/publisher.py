@@ -1,17 +1,19 @@
 """The one way out to MQTT: workers and the agent hand values here; this module chooses the
 topic, encodes, de-duplicates and says what is retained.
 
-`publish_state` is the single place that decides whether a device's new state goes out: a
-per-device publish filter (debounce, throttle, deadbands) belongs there.
+`publish_state` is the single place that decides whether a device's new state goes out: it
+applies the device's publish filter (agent.catalog.filters) and re-checks what the filter holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from agent.catalog.filters import Decision
 from agent.catalog.topics import Topics
 from agent.logs import get_logger, redact_text
 from agent.runtime.mqtt import Inbound, MqttLink
@@ -38,30 +40,44 @@ class Publisher:
         self.announcer = announcer
         self.availability_changed = availability_changed
         self.audit_enabled = audit_enabled  # read each time: a reload may turn it on
-        self._sent: dict[str, tuple[bytes, float]] = {}  # device → last state payload, when
+        self._rechecks: dict[str, asyncio.TimerHandle] = {}  # device → its held state's due
 
     # what workers hand over ------------------------------------------------------------
 
-    def publish_state(self, device: DeviceWorker, state: dict[str, Any]) -> None:
-        """A poll's state: discovery follows it (dynamic entities, device info); the state
-        itself goes out when it changed or has not been refreshed for `state_refresh`."""
+    def publish_state(
+        self, device: DeviceWorker, state: dict[str, Any], *, force: bool = False
+    ) -> None:
+        """A poll's state: discovery follows it (dynamic entities, device info); the device's
+        publish filter (deadbands, debounce, throttle, max interval) says what goes out and
+        when. `force`: a command's follow-up poll, published at once."""
         self.announcer.announce_device(device.config, device.kind.catalog, state)
-        payload = encode(state)
-        now = time.monotonic()
-        sent = self._sent.get(device.id)
-        if sent is not None and sent[0] == payload and now - sent[1] < device.state_refresh:
-            return
-        self._sent[device.id] = (payload, now)
-        self.link.publish_retained(self.topics.state(device.id), payload)
+        self._apply(device, device.publish_filter.offer(state, force=force))
 
     def republish_state(self, device: DeviceWorker) -> None:
         """The last state again, changed or not (Home Assistant restarted)."""
         if device.state is not None:
-            self.link.publish_retained(self.topics.state(device.id), encode(device.state))
+            retained = device.publish_filter.retained_state(device.state)
+            self.link.publish_retained(self.topics.state(device.id), encode(retained))
 
     def forget(self, device_id: str) -> None:
-        """A device removed or restarted with a new config: its next state goes out."""
-        self._sent.pop(device_id, None)
+        """A device removed or restarted with a new config: nothing held for it goes out."""
+        timer = self._rechecks.pop(device_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _apply(self, device: DeviceWorker, decision: Decision) -> None:
+        for payload in decision.payloads:
+            self.link.publish_retained(self.topics.state(device.id), payload)
+        self.forget(device.id)
+        if decision.recheck_at is not None:
+            delay = max(0.0, decision.recheck_at - time.monotonic())
+            loop = asyncio.get_running_loop()
+            self._rechecks[device.id] = loop.call_later(delay, self._due, device)
+
+    def _due(self, device: DeviceWorker) -> None:
+        """A held state's debounce or throttle ran out."""
+        self._rechecks.pop(device.id, None)
+        self._apply(device, device.publish_filter.due())
 
     def publish_availability(self, device: DeviceWorker, online: bool) -> None:
         self.link.publish_retained(

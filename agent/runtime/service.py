@@ -195,6 +195,7 @@ class AgentService:
     async def _remove_worker(self, device_id: str) -> None:
         worker = self.workers.pop(device_id)
         await worker.stop()
+        self.publisher.forget(device_id)
         self.announcer.forget_device(device_id)
         assert self.loop is not None
         self.loop.call_later(CLEAR_STATE_AFTER_S, self._clear_device_topics, device_id)

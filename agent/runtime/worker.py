@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent.catalog.filters import FilterRules, PublishFilter
 from agent.config.base import DeviceConfig
 from agent.devices.base import Driver, PollResult
 from agent.devices.kind import DeviceKind
@@ -27,7 +28,9 @@ log = get_logger("device")
 class Outlet(Protocol):
     """Where a worker's readings go (agent.runtime.publisher.Publisher in the agent)."""
 
-    def publish_state(self, device: DeviceWorker, state: dict[str, Any]) -> None: ...
+    def publish_state(
+        self, device: DeviceWorker, state: dict[str, Any], *, force: bool = False
+    ) -> None: ...
     def publish_availability(self, device: DeviceWorker, online: bool) -> None: ...
     def publish_raw(self, device: DeviceWorker, raw: dict[str, Any]) -> None: ...
     def publish_events(self, device: DeviceWorker, events: list[dict[str, Any]]) -> None: ...
@@ -69,6 +72,11 @@ class DeviceWorker:
         self.stats = PollStats()
         self.state: dict[str, Any] | None = None
         self.available: bool | None = None
+        rules = FilterRules.build(
+            kind.catalog.publish, config.publish.model_dump(), self.state_refresh
+        )
+        self.publish_filter = PublishFilter(rules, time.monotonic)  # applied by the publisher
+        self._publish_next = False  # a command's follow-up poll: its state goes out at once
         self._wake_requested = False
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +98,7 @@ class DeviceWorker:
             log.debug("driver close failed", device=self.id, error=str(exc))
 
     def poll_soon(self) -> None:
+        self._publish_next = True
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         else:
@@ -183,7 +192,8 @@ class DeviceWorker:
                 log.info("device online", device=self.id)
             self.available = True
             self.publisher.publish_availability(self, True)
-        self.publisher.publish_state(self, result.state)
+        forced, self._publish_next = self._publish_next, False
+        self.publisher.publish_state(self, result.state, force=forced)
         if result.raw and self.config.publish_raw:
             self.publisher.publish_raw(self, result.raw)
         if result.events:

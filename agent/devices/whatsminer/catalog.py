@@ -14,6 +14,7 @@ from agent.catalog.model import (
     DeviceInfoPaths,
     EntityDescription,
     Param,
+    PublishDefaults,
     StateField,
 )
 from agent.runtime.energy import ENERGY_ENTITY, ENERGY_STATE_FIELD
@@ -676,6 +677,59 @@ def _board_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
     return found
 
 
+# What a running miner changes on every poll is held inside a deadband or rides along (quiet);
+# what an operator or a command changes goes out at once.
+PUBLISH = PublishDefaults(
+    immediate=(
+        "mining",
+        "power_mode",
+        "errors*",
+        "error_codes*",
+        "error_count",
+        "pool.url",
+        "pool.user",
+        "pool.status",
+        "pools.*.url",
+        "pools.*.user",
+        "pools.*.status",
+        "pools.*.priority",
+        "pools.*.stratum_active",
+        "settings.*",
+        "hash_percent",
+        "power_limit_w",
+        "led",
+        "fast_boot",
+        "boards.*.status",
+        "boards.*.enabled",
+        "psu.warnings*",
+    ),
+    deadband={
+        "*hashrate_hs*": "5%",
+        "power_w": "2%",
+        "efficiency_j_th": "2%",
+        "*temperature_c*": 2,
+        "fans_rpm.*": "10%",
+        "psu.fan_rpm": "10%",
+        "*frequency_mhz*": "2%",
+        "psu.input_current_a": "5%",
+        "psu.input_voltage_v": "2%",
+    },
+    quiet=(
+        "uptime_s",
+        "elapsed_s",
+        "shares.*",
+        "pools.*.accepted",
+        "pools.*.rejected",
+        "pools.*.difficulty",
+        "pools.*.last_share_time",
+        "boards.*.accepted",
+        "boards.*.rejected",
+        "boards.*.effective_chips",
+        "hash_stable",
+        "energy_kwh",
+    ),
+)
+
 CATALOG = Catalog(
     kind="whatsminer",
     title="Whatsminer",
@@ -688,4 +742,5 @@ CATALOG = Catalog(
     device_info=DeviceInfoPaths(
         model="model", sw_version="firmware", hw_version="platform", serial_number="serial"
     ),
+    publish=PUBLISH,
 )

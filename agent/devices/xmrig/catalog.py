@@ -11,6 +11,7 @@ from agent.catalog.model import (
     DeviceInfoPaths,
     EntityDescription,
     Param,
+    PublishDefaults,
     SensitiveFields,
     StateField,
 )
@@ -304,6 +305,38 @@ def _gpu_entities(kind: str, index: int, gpu: Mapping[str, Any]) -> list[EntityD
     return found
 
 
+# Hash rates wobble by several percent and counters tick on every poll: held or riding along.
+# Pausing, the pool, the algorithm and errors go out at once.
+PUBLISH = PublishDefaults(
+    immediate=(
+        "mining",
+        "paused",
+        "errors*",
+        "algo",
+        "pool.url",
+        "pool.ip",
+        "pool.tls",
+        "pool.failures",
+        "backends.*.enabled",
+        "backends.*.algo",
+        "configured_pools*",
+        "donate_level",
+    ),
+    deadband={
+        # A CPU miner's 10 s rate swings by several percent from one poll to the next.
+        "*hashrate_hs*": "10%",
+        "*temperature_c": 2,
+        "*power_w": "5%",
+        "*clock_mhz": "5%",
+        "*fan_percent*": 5,
+        "memory.free_bytes": "10%",
+        "memory.rss_bytes": "10%",
+        "load_average.*": "20%",
+        "pool.ping_ms": "50%",
+    },
+    quiet=("uptime_s", "pool.uptime_s", "shares.*", "energy_kwh"),
+)
+
 CATALOG = Catalog(
     kind="xmrig",
     title="XMRig",
@@ -314,4 +347,5 @@ CATALOG = Catalog(
     commands=COMMANDS,
     dynamic_entities=_backend_entities,
     device_info=DeviceInfoPaths(model="cpu.brand", sw_version="version", serial_number="miner_id"),
+    publish=PUBLISH,
 )
