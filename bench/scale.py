@@ -20,6 +20,7 @@ import resource
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="window per size, s (60)")
     parser.add_argument("--commands", type=int, default=100, help="commands per window (100)")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--budget", type=float, help="start no further size after this many seconds (no limit)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale")
     args = parser.parse_args(argv)
     args.command = shlex.join(["python", "-m", "bench.scale", *(argv or sys.argv[1:])])
@@ -190,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     limit = raise_fd_limit()
     if limit < 2 * max(args.sizes) + 1000:
         print(f"scale: open file limit {limit} is low for {max(args.sizes)} devices", flush=True)
-    points = []
+    points: list[dict[str, Any]] = []
+    started = time.monotonic()
     for size in args.sizes:
+        if args.budget is not None and time.monotonic() - started > args.budget:
+            points.append({"devices": size, "error": f"not run: past --budget {args.budget:g} s"})
+            continue
         points.append(run_size(size, args))
         # after every size, so that a later size that fails leaves the earlier ones written
         (args.out / "scale.json").write_text(json.dumps(points, indent=2) + "\n")
