@@ -59,8 +59,17 @@ def _memory_top(count: int = 15) -> dict[str, Any]:
         entry[0] += stat.size
         entry[1] += stat.count
     top_sites = sorted(by_site.items(), key=lambda item: -item[1][0])[:count]
+    by_module: dict[str, int] = {}
+    for site, (size, _) in by_site.items():
+        module = site.rsplit(":", 1)[0]
+        by_module[module] = by_module.get(module, 0) + size
     return {
         "traced_mb": round(sum(s.size for s in stats) / 2**20, 2),
+        # every traced byte, by the file of the site above (module code at import is importlib's)
+        "by_module": [
+            {"mb": round(size / 2**20, 2), "module": module}
+            for module, size in sorted(by_module.items(), key=lambda item: -item[1])[:30]
+        ],
         "by_agent_line": [
             {"mb": round(size / 2**20, 2), "blocks": blocks, "at": site}
             for site, (size, blocks) in top_sites
