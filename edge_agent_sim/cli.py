@@ -18,9 +18,6 @@ from agent.devices.kind import DeviceKind
 from agent.kinds import KINDS
 from edge_agent_sim.fleet import SimFleet
 
-# Where `--spread` puts each device: the kind's usual port (XMRig has none: the doc's example).
-STANDARD_PORTS = {"whatsminer": 4028, "srs": 1985, "xmrig": 44444, "pool": 8080}
-
 
 def add_simulate_parser(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_simulate)
@@ -132,13 +129,24 @@ def _places(args: argparse.Namespace) -> list[tuple[str, int, int]]:
     hosts = list(itertools.islice(network.hosts(), args.count))
     if len(hosts) < args.count:
         raise SystemExit(f"simulate: {args.spread} has room for {len(hosts)} devices only")
-    port = args.port or STANDARD_PORTS[args.kind]
+    port = args.port or _spread_port(args.kind)
     return [(str(host), port, 1) for host in hosts]
+
+
+def _spread_port(name: str) -> int:
+    """Where `--spread` puts each device: the kind's usual port, else its simulator's choice."""
+    kind = KINDS[name]
+    port = kind.usual_port or getattr(simulator(kind), "SPREAD_PORT", None)
+    if port is None:
+        raise SystemExit(
+            f"simulate --kind {name} --spread: the kind has no usual port; give --port"
+        )
+    return int(port)
 
 
 def _socket_problem(args: argparse.Namespace, exc: OSError) -> str:
     host = args.spread or args.host
-    port = args.port or (STANDARD_PORTS[args.kind] if args.spread else 0)
+    port = args.port or (_spread_port(args.kind) if args.spread else 0)
     if exc.errno == errno.EADDRINUSE:
         last = port if args.count == 1 or args.spread else port + args.count - 1
         ports = f"port {port}" if last == port else f"a port of {port}-{last}"

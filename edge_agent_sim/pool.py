@@ -29,6 +29,9 @@ from aiohttp import web
 
 from edge_agent_sim.fleet import SimDevice, SimFleet
 
+# `simulate --spread` listens here: a pool API has no usual port of its own.
+SPREAD_PORT = 8080
+
 START_TIME = 1593561600  # 2020-07-01, as in the fixtures
 MALFORMED_MODES = ("garbage", "truncated", "empty", "wrong_types", "wrong_shape", "close", "nan")
 FINAL_CONFIRMATIONS = 100

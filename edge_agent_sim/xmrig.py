@@ -21,6 +21,9 @@ from aiohttp import web
 from agent.tools.open_files import raise_open_file_limit
 from edge_agent_sim.fleet import SimDevice, SimFleet
 
+# `simulate --spread` listens here: XMRig has no usual port, this is the doc's example.
+SPREAD_PORT = 44444
+
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, PUT, POST, DELETE",

@@ -33,8 +33,6 @@ GROUP_KEYS = ("kind", "id", "hosts", "exclude", "ports")
 PLACEHOLDERS = ("ip", "host", "port", "index")
 TEMPLATED = ("id", "name", "url", "host", "port")  # differ per device: one line per group
 MAX_GROUP_DEVICES = 65_536
-# The API port of kinds addressed by URL, where the vendor has one (SRS http_api: 1985).
-USUAL_URL_PORTS = {"srs": 1985}
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
     re.IGNORECASE,
@@ -320,7 +318,7 @@ class Group:
             raise ValueError(f"kind: a {self.kind.name} has no address; list them one by one")
         shared = {**self.defaults, **self.fields}
         usual = shared.get("port", model["port"].default) if by_host else None
-        port = port or usual or USUAL_URL_PORTS.get(self.kind.name)
+        port = port or usual or (None if by_host else self.kind.usual_port)
         values = {"ip": host, "host": host, "index": position, "port": port}
         made = {"kind": self.kind.name, **self._templated(values, by_host)}
         pinned = {"host": host, "port": port} if by_host else {"url": made["url"]}

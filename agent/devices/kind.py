@@ -94,6 +94,9 @@ class DeviceKind:
     commands: AddCommands | None = None  # `edge-agent <kind> …` subcommands
     simulator: str | None = None  # module name, imported only by the simulation tools
     demo_count: int = 0  # how many `edge-agent demo` serves by default
+    # Where the device's API listens out of the box: [[groups]] of URLs without a port use it,
+    # and `simulate --spread` puts each simulated device there (None: no such port).
+    usual_port: int | None = None
 
 
 def registry(*kinds: DeviceKind) -> dict[str, DeviceKind]:

@@ -12,4 +12,5 @@ KIND = DeviceKind(
     driver=SrsDriver,
     simulator="edge_agent_sim.srs",
     demo_count=1,
+    usual_port=1985,
 )

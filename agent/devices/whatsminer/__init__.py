@@ -39,4 +39,5 @@ KIND = DeviceKind(
     commands=add_whatsminer_parser,
     simulator="edge_agent_sim.whatsminer",
     demo_count=3,
+    usual_port=4028,
 )
