@@ -13,7 +13,7 @@ import contextlib
 import json
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -496,17 +496,11 @@ class WhatsminerClient:
         """Connect, send, read until the miner closes: on a bare Protocol, which costs the
         poll a fraction of what StreamReader/StreamWriter and their tasks do."""
         loop = asyncio.get_running_loop()
-        try:
+        with self._connect_errors():
             async with asyncio.timeout(self.connect_timeout):
                 transport, reply = await loop.create_connection(
                     lambda: _ReplyProtocol(loop, payload), self.host, self.port
                 )
-        except TimeoutError:
-            raise DeviceTimeoutError(
-                f"{self.where} did not accept a connection within {self.connect_timeout:g}s"
-            ) from None
-        except OSError as exc:
-            raise UnreachableError(f"cannot connect to {self.where}: {_reason(exc)}") from None
         try:
             async with asyncio.timeout(self.read_timeout):
                 return await self._whole_reply(reply)
@@ -537,9 +531,15 @@ class WhatsminerClient:
         return bytes(reply.buffer)
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        try:
+        with self._connect_errors():
             async with asyncio.timeout(self.connect_timeout):
                 return await asyncio.open_connection(self.host, self.port)
+
+    @contextlib.contextmanager
+    def _connect_errors(self) -> Iterator[None]:
+        """A connection attempt's failures, in the words every caller reports."""
+        try:
+            yield
         except TimeoutError:
             raise DeviceTimeoutError(
                 f"{self.where} did not accept a connection within {self.connect_timeout:g}s"
