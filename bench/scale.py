@@ -162,10 +162,14 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
             axis.plot(sizes, values, marker="o", label=label or None)
         axis.set_title(title)
         axis.set_xscale("log")
+        axis.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        axis.minorticks_off()
         axis.grid(True, alpha=0.3)
         if any(labels):
             axis.legend()
     for axis in axes[1]:
+        axis.set_yscale("symlog", linthresh=10)  # ms and counts span 10 to 10^4
+        axis.set_ylim(bottom=0)
         axis.set_xlabel("devices (Whatsminers : XMRig = 4 : 1)")
     fig.suptitle("edge-agent, one process, 10 s polls (shared 2-core machine)")
     fig.tight_layout()
