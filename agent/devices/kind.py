@@ -13,6 +13,7 @@ from typing import Any
 
 from agent.catalog.model import Catalog
 from agent.config.base import DeviceConfig
+from agent.devices import coerce
 from agent.devices.base import Driver
 
 State = Mapping[str, Any]
@@ -20,8 +21,8 @@ Command = tuple[str, dict[str, Any]]  # a catalog command name and its params
 
 
 def _number(state: State, key: str) -> float | None:
-    value = state.get(key)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    value = coerce.number(state.get(key))
+    return None if value is None else float(value)
 
 
 def _watts(state: State) -> float | None:
@@ -29,8 +30,7 @@ def _watts(state: State) -> float | None:
 
 
 def _mining(state: State) -> bool | None:
-    value = state.get("mining")
-    return value if isinstance(value, bool) else None
+    return coerce.flag(state.get("mining"))
 
 
 def _efficiency(state: State) -> float | None:
