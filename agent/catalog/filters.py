@@ -16,8 +16,8 @@ poll, whether the state goes out now, is held, or is not worth sending:
   lost); `throttle` sends at most one state per window, the newest one at the window's end;
 - `filtered_attributes` are left out of the retained state altogether.
 
-Pure: state and a clock in, a `Decision` out. The worker publishes what it says and calls
-`due()` at `recheck_at`.
+Pure: state and a clock in, a `Decision` out. The publisher (agent.runtime.publisher) sends
+what it says and calls `due()` at `recheck_at`.
 """
 
 from __future__ import annotations
@@ -255,8 +255,9 @@ class PublishFilter:
         return Decision((), self._send_at if self._pending is not None else None)
 
 
-def encode(state: Mapping[str, Any]) -> bytes:
-    return json.dumps(state, separators=(",", ":"), default=str).encode()
+def encode(value: Any) -> bytes:
+    """A state (or any JSON value) as it goes on the wire: compact, dates as text."""
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
 class _Missing:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.catalog.filters import Decision
+from agent.catalog.filters import Decision, encode
 from agent.catalog.topics import Topics
 from agent.logs import get_logger, redact_text
 from agent.runtime.mqtt import Inbound, MqttLink
@@ -61,18 +60,22 @@ class Publisher:
 
     def forget(self, device_id: str) -> None:
         """A device removed or restarted with a new config: nothing held for it goes out."""
-        timer = self._rechecks.pop(device_id, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_recheck(device_id)
 
     def _apply(self, device: DeviceWorker, decision: Decision) -> None:
         for payload in decision.payloads:
             self.link.publish_retained(self.topics.state(device.id), payload)
-        self.forget(device.id)
+        self._cancel_recheck(device.id)
         if decision.recheck_at is not None:
-            delay = max(0.0, decision.recheck_at - time.monotonic())
+            # recheck_at is on the filter's clock, which is the only one it answers to
+            delay = max(0.0, decision.recheck_at - device.publish_filter.clock())
             loop = asyncio.get_running_loop()
             self._rechecks[device.id] = loop.call_later(delay, self._due, device)
+
+    def _cancel_recheck(self, device_id: str) -> None:
+        timer = self._rechecks.pop(device_id, None)
+        if timer is not None:
+            timer.cancel()
 
     def _due(self, device: DeviceWorker) -> None:
         """A held state's debounce or throttle ran out."""
@@ -124,7 +127,3 @@ class Publisher:
             self.link.publish(
                 message.response_topic, payload, correlation_data=message.correlation_data
             )
-
-
-def encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=str).encode()
