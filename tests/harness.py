@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.config.settings import LoadedConfig, Settings, build_settings
+from agent.config.settings import Kinds, LoadedConfig, Settings, build_settings
 from agent.kinds import KINDS
 from agent.runtime.service import AgentService
 from edge_agent_sim.fleet import LoopThread
@@ -195,9 +195,9 @@ class Probe:
 class AgentThread:
     """The real AgentService on its own event loop thread, as `edge-agent run` would run it."""
 
-    def __init__(self, settings: Settings, path: Path | None = None) -> None:
+    def __init__(self, settings: Settings, path: Path | None = None, kinds: Kinds = KINDS) -> None:
         self.loop_thread = LoopThread("agent")
-        self.agent = AgentService(LoadedConfig(settings, path, []))
+        self.agent = AgentService(LoadedConfig(settings, path, []), kinds=kinds)
         self.future = asyncio.run_coroutine_threadsafe(self.agent.run(), self.loop_thread.loop)
         assert self.agent.running.wait(10), "agent did not start"
 
@@ -224,7 +224,9 @@ def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
         task.print_stack(limit=8)
 
 
-def make_settings(broker_url: str, devices: list[dict[str, Any]], **sections: Any) -> Settings:
+def make_settings(
+    broker_url: str, devices: list[dict[str, Any]], kinds: Kinds = KINDS, **sections: Any
+) -> Settings:
     """Settings with a base topic and discovery prefix of their own, so tests sharing the
     session broker never see each other's retained messages."""
     unique = uuid.uuid4().hex[:8]
@@ -240,15 +242,15 @@ def make_settings(broker_url: str, devices: list[dict[str, Any]], **sections: An
         "status_topic": f"ha-{unique}/status",
         **sections.pop("homeassistant", {}),
     }
-    typed = [KINDS[d["kind"]].config.model_validate(d) for d in devices]
+    typed = [kinds[d["kind"]].config.model_validate(d) for d in devices]
     return build_settings(
-        KINDS, agent=agent, mqtt=mqtt_section, homeassistant=ha, devices=typed, **sections
+        kinds, agent=agent, mqtt=mqtt_section, homeassistant=ha, devices=typed, **sections
     )
 
 
 @contextlib.contextmanager
-def running_agent(settings: Settings) -> Iterator[AgentThread]:
-    runner = AgentThread(settings)
+def running_agent(settings: Settings, kinds: Kinds = KINDS) -> Iterator[AgentThread]:
+    runner = AgentThread(settings, kinds=kinds)
     try:
         yield runner
     finally:

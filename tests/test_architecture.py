@@ -29,7 +29,9 @@ from agent.devices.kind import DeviceKind, PowerCapability, registry
 from agent.errors import ValidationError
 from agent.kinds import KINDS
 from edge_agent_sim.demo import start_fleets
-from tests.harness import REPO
+from edge_agent_sim.fleet import LoopThread
+from tests import toy_simulator
+from tests.harness import REPO, Mosquitto, Probe, make_settings, running_agent
 
 PACKAGE = REPO / "agent"
 
@@ -332,3 +334,26 @@ def test_the_kind_is_simulated_polled_commanded_and_power_controlled(tmp_path: P
                 await fleet.close()
 
     asyncio.run(scenario())
+
+
+def test_the_running_service_serves_the_kind_over_mqtt(
+    broker: Mosquitto, probe: Probe, sim_loop: LoopThread
+) -> None:
+    """The registration reaches the running service too: a state, discovery and a command's
+    one result over the real broker, with no line of the agent naming the kind."""
+    fleet = sim_loop.run(toy_simulator.start_fleet(1))
+    try:
+        device = toy_simulator.demo_config(fleet.devices[0], 0)
+        settings = make_settings(broker.url, [device], kinds=WITH_DIMMER)
+        base, prefix = settings.mqtt.base_topic, settings.homeassistant.discovery_prefix
+        probe.subscribe(f"{base}/#", f"{prefix}/#")
+        with running_agent(settings, kinds=WITH_DIMMER):
+            probe.wait_for(f"{base}/dimmer-1", lambda m: json.loads(m.text)["level"] == 40)
+            probe.wait_for(f"{prefix}/number/#", lambda m: "dimmer-1/set/set_level" in m.text)
+            probe.publish(f"{base}/dimmer-1/set/set_level", '{"level": 30}')
+            result = json.loads(probe.wait_for(f"{base}/dimmer-1/result").text)
+            assert (result["ok"], result["command"]) == (True, "set_level")
+            assert fleet.devices[0].model.level == 30
+            probe.wait_for(f"{base}/dimmer-1", lambda m: json.loads(m.text)["level"] == 30)
+    finally:
+        sim_loop.run(fleet.close())

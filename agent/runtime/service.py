@@ -13,6 +13,7 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from agent.catalog.discovery import DiscoveryContext
 from agent.catalog.topics import Topics
 from agent.config.base import DeviceConfig
 from agent.config.settings import ConfigError, LoadedConfig, Settings, load_config
+from agent.devices.kind import DeviceKind
 from agent.kinds import KINDS
 from agent.logs import get_logger, register_secrets
 from agent.power.controller import PowerController
@@ -42,8 +44,15 @@ SWEEP_WINDOW_S = 10.0  # how long after the first connect retained leftovers are
 
 
 class AgentService:
-    def __init__(self, loaded: LoadedConfig, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        notifier: Notifier | None = None,
+        kinds: Mapping[str, DeviceKind] = KINDS,
+    ) -> None:
         self.loaded = loaded
+        self.kinds = kinds  # the kinds its config was validated against; a reload uses them too
         self.settings: Settings = loaded.settings
         self.config_path: Path | None = loaded.path
         self.notifier = notifier or Notifier()
@@ -177,14 +186,15 @@ class AgentService:
         if not device.enabled:
             return
         agent = self.settings.agent
+        kind = self.kinds[device.kind]
         worker = DeviceWorker(
             device,
-            KINDS[device.kind],
+            kind,
             self.publisher,
             offline_after=agent.offline_after,
             state_refresh=agent.state_refresh,
             jitter=agent.jitter,
-            energy=self.energy if metered(KINDS[device.kind].catalog) else None,
+            energy=self.energy if metered(kind.catalog) else None,
         )
         self.workers[device.id] = worker
         self.publisher.forget(device.id)
@@ -279,7 +289,7 @@ class AgentService:
         """Re-read the config file; add, remove and restart devices without dropping MQTT."""
         self.notifier.reloading()
         try:
-            loaded = await asyncio.to_thread(load_config, self.config_path, kinds=KINDS)
+            loaded = await asyncio.to_thread(load_config, self.config_path, kinds=self.kinds)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: config invalid", problem=problem)
