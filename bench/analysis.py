@@ -150,6 +150,7 @@ def phase_figures(phase: PhaseRun, interval: float) -> dict[str, Any]:
             (t.health.get("bench", {}).get("mqtt_out_queue", 0) for t in ticks if t.health),
             default=None,
         ),
+        "gc_pauses_ms": _gc_pauses(window_ticks),
         "exit_code": phase.exit_code,
         "memory_top": phase.memory_top,
         "startup": phase.startup,
@@ -170,6 +171,19 @@ def _kernel_share(first: Tick, last: Tick) -> float | None:
         return None
     cpu = (last.cpu_s or 0) - (first.cpu_s or 0)
     return round(((last.system_s or 0) - (first.system_s or 0)) / cpu, 3) if cpu else None
+
+
+def _gc_pauses(ticks: Iterable[Tick]) -> dict[str, Any]:
+    """The collector's pauses in the window, per generation: a full (generation 2) collection
+    over a large heap stops the event loop for as long as it takes."""
+    found: dict[int, list[float]] = {}
+    for tick in ticks:
+        for generation, ms in (tick.health or {}).get("bench", {}).get("gc_pauses_ms", []):
+            found.setdefault(int(generation), []).append(float(ms))
+    return {
+        f"gen{generation}": {"count": len(values), "max_ms": max(values), "sum_ms": sum(values)}
+        for generation, values in sorted(found.items())
+    }
 
 
 def _durations(ticks: Iterable[Tick]) -> dict[str, list[float]]:

@@ -135,6 +135,7 @@ def _fleet_table(m: dict[str, Any]) -> list[str]:
         ),
         ("health response ms p50/p95/p99/max", _ms(m["health_response_ms"])),
         ("paho outgoing queue, max seen at a health tick", _num(m["mqtt_out_queue_max"])),
+        ("garbage collector pauses in the window (count, max ms)", _gc(m.get("gc_pauses_ms"))),
         ("simulators' CPU s during the phase (context)", _num(m.get("simulators_cpu_s"))),
     ]
     head = [
@@ -392,3 +393,11 @@ def plot_cycles(path: Path, f: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _gc(pauses: dict[str, Any] | None) -> str:
+    if not pauses:
+        return "none recorded"
+    return "; ".join(
+        f"{generation}: {p['count']}, max {p['max_ms']:.1f}" for generation, p in pauses.items()
+    )

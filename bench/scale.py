@@ -129,7 +129,38 @@ def markdown(points: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {p['missed_cycles_window']} / {p['missed_cycles_total']} "
             f"| {command}{met} | {'yes' if p['keeps_up'] else 'no'} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *targets(points)]) + "\n"
+
+
+def targets(points: list[dict[str, Any]]) -> list[str]:
+    """Issue 14's scale targets beside what this run measured."""
+    measured = [p for p in points if "error" not in p]
+    kept = [p for p in measured if p["keeps_up"]]
+    largest = max((p["devices"] for p in kept), default=None)
+    within = [p for p in measured if largest is not None and p["devices"] <= largest]
+    slow = [
+        p
+        for p in within
+        if p["command_p99_ms"] is None or p["command_p99_ms"] >= COMMAND_P99_TARGET_MS
+    ]
+    rows = [
+        (
+            f"largest size one agent keeps up with (≥ {KEEPS_UP:.0%} of the configured polls/s, "
+            "0 missed cycles in the window)",
+            "none" if largest is None else f"{largest:,} devices",
+            None,
+        ),
+        (
+            f"command p99 < {COMMAND_P99_TARGET_MS:g} ms at every size up to that",
+            ", ".join(f"{p['devices']:,}: {p['command_p99_ms']} ms" for p in within) or "-",
+            bool(within) and not slow,
+        ),
+    ]
+    lines = ["## Targets", "", "| target | measured | |", "|---|---|---|"]
+    for target, value, met in rows:
+        verdict = "" if met is None else ("met" if met else "**not met**")
+        lines.append(f"| {target} | {value} | {verdict} |")
+    return lines
 
 
 def plot(points: list[dict[str, Any]], path: Path) -> None:

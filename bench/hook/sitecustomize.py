@@ -10,9 +10,11 @@ agent's CPU like everything else.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import time
 import tracemalloc
 import weakref
 from collections import deque
@@ -21,6 +23,10 @@ from typing import Any
 
 TRACE_FRAMES = 8
 RECENT_POLLS = 64  # per worker between two health requests (one poll interval: a few)
+
+# the garbage collector's pauses since the previous health request: (generation, ms)
+_gc_pauses: deque[tuple[int, float]] = deque(maxlen=1000)
+_gc_started: list[float] = [0.0]
 
 # worker -> its recent poll durations (ms); weak, so that a reload's old workers go away
 _durations: weakref.WeakKeyDictionary[Any, deque[float]] = weakref.WeakKeyDictionary()
@@ -36,7 +42,9 @@ def _bench_figures(agent: Any) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "poll_ms_by_kind": by_kind,
         "mqtt_out_queue": len(getattr(client, "_out_messages", ())),
+        "gc_pauses_ms": [[generation, round(ms, 2)] for generation, ms in _gc_pauses],
     }
+    _gc_pauses.clear()
     return figures
 
 
@@ -96,7 +104,16 @@ def _short(filename: str, lineno: int) -> str:
     return f"{'/'.join(filename.split('/')[-3:])}:{lineno}"
 
 
+def _time_gc(phase: str, info: dict[str, Any]) -> None:
+    """A collection stops the event loop: its pauses are what a command can wait behind."""
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        _gc_pauses.append((info["generation"], 1000 * (time.perf_counter() - _gc_started[0])))
+
+
 def install() -> None:
+    gc.callbacks.append(_time_gc)
     from agent.runtime.service import AgentService
     from agent.runtime.worker import DeviceWorker
 
