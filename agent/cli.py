@@ -157,9 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def run_agent(loaded: LoadedConfig) -> None:
+    from agent.runtime.collector import HeapSettler
     from agent.runtime.service import AgentService
 
-    agent = AgentService(loaded)
+    agent = AgentService(loaded, settler=HeapSettler())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, agent.request_stop)
     loop.add_signal_handler(signal.SIGINT, agent.request_stop)

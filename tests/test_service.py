@@ -287,3 +287,36 @@ def test_restart_clears_discovery_of_devices_removed_while_stopped(
         assert cleared == set()  # the device still configured keeps its entities
     finally:
         runner.stop()
+
+
+def test_the_settled_fleet_is_frozen_once_and_again_after_a_reload(
+    service_setup: tuple[Path, str, Probe], broker: Mosquitto, xmrig_fleet: SimFleet
+) -> None:
+    """The running agent hides its settled heap from the collector (agent.runtime.collector):
+    one poll interval after the first polls, and again after a reload replaced the workers."""
+    config, base, probe = service_setup
+    config.write_text(
+        config.read_text().replace("jitter = 0.0", 'jitter = 0.0\nlog_level = "debug"')
+    )
+    log_path = config.parent / "agent.log"
+
+    def settled() -> int:
+        return log_path.read_bytes().count(b'"heap settled"')
+
+    service = Service(config)
+    try:
+        probe.wait_for(f"{base}/svc-rig1/availability", lambda m: m.text == "online")
+        wait_until(lambda: settled() == 1, 15, "the first freeze")
+        line = next(x for x in log_path.read_bytes().splitlines() if b'"heap settled"' in x)
+        assert json.loads(line)["frozen_objects"] > 10_000  # the imports, config and workers
+        write_config(config, broker, base, [rig(xmrig_fleet, 1)])
+        config.write_text(
+            config.read_text().replace("jitter = 0.0", 'jitter = 0.0\nlog_level = "debug"')
+        )
+        service.signal(signal.SIGHUP)
+        wait_until(lambda: b"config reloaded" in log_path.read_bytes(), 10, "the reload")
+        wait_until(lambda: settled() == 2, 15, "the freeze after the reload")
+    finally:
+        service.signal(signal.SIGTERM)
+        assert service.wait() == 0
+        service.kill()

@@ -29,6 +29,7 @@ from agent.logs import get_logger, register_secrets
 from agent.power.controller import PowerController
 from agent.runtime.announcer import CLEAR_STATE_AFTER_S, Announcer
 from agent.runtime.bridge import BridgeRequests, bridge_entities, power_entities
+from agent.runtime.collector import HeapSettler
 from agent.runtime.commands import CommandService, WorkerCommands
 from agent.runtime.energy import EnergyBook, metered, site_entity, state_directory
 from agent.runtime.inbound import InboundDispatcher
@@ -50,8 +51,10 @@ class AgentService:
         *,
         notifier: Notifier | None = None,
         kinds: Mapping[str, DeviceKind] = KINDS,
+        settler: HeapSettler | None = None,
     ) -> None:
         self.loaded = loaded
+        self.settler = settler  # the process's collector policy: given only by `run`
         self.kinds = kinds  # the kinds its config was validated against; a reload uses them too
         self.settings: Settings = loaded.settings
         self.config_path: Path | None = loaded.path
@@ -143,11 +146,17 @@ class AgentService:
         self.link.start()
         self.notifier.ready(f"{len(self.workers)} devices")
         self.running.set()
+        self._settle_heap()
         log.info("agent started", agent=self.settings.agent.id, devices=len(self.workers))
         watchdog = self.spawn(self._watchdog())
         await self.stopping.wait()
         watchdog.cancel()
         await self._shutdown()
+
+    def _settle_heap(self) -> None:
+        if self.settler is not None:
+            intervals = [w.config.poll_interval for w in self.workers.values()]
+            self.settler.settle_after(HeapSettler.settle_delay(intervals))
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -155,6 +164,8 @@ class AgentService:
     async def _shutdown(self) -> None:
         self.notifier.stopping()
         log.info("agent stopping")
+        if self.settler is not None:
+            self.settler.cancel()
         if self.power is not None:
             await self.power.close()
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
@@ -295,7 +306,10 @@ class AgentService:
                 log.error("reload refused: config invalid", problem=problem)
             self.notifier.ready("reload refused: config invalid")
             raise
+        if self.settler is not None:
+            self.settler.thaw()
         changes = await self._apply(loaded.settings)
+        self._settle_heap()
         for warning in loaded.warnings:
             log.warning("config", warning=warning)
         self.publish_info()
