@@ -320,3 +320,34 @@ def test_the_settled_fleet_is_frozen_once_and_again_after_a_reload(
         service.signal(signal.SIGTERM)
         assert service.wait() == 0
         service.kill()
+
+
+def test_a_failing_bridge_request_is_answered_with_an_error_and_the_agent_goes_on(
+    broker: Mosquitto, xmrig_fleet: SimFleet, probe: Probe
+) -> None:
+    settings = make_settings(broker.url, [{**rig(xmrig_fleet, 0), "id": "rig1"}])
+    base = settings.mqtt.base_topic
+    probe.subscribe(f"{base}/#")
+    runner = AgentThread(settings)
+    try:
+
+        def broken() -> dict[str, Any]:
+            raise RuntimeError("a bug in the handler")
+
+        runner.agent.health = broken  # type: ignore[method-assign]
+        probe.wait_for(f"{base}/rig1/availability", lambda m: m.text == "online")
+        mark = probe.mark()
+        probe.publish(f"{base}/bridge/test/request/health", '{"transaction": "t1"}')
+        answer = probe.wait_for(f"{base}/bridge/test/response/health", since=mark).json()
+        assert answer == {
+            "status": "error",
+            "data": None,
+            "error": "internal error: RuntimeError",
+            "transaction": "t1",
+        }
+        mark = probe.mark()
+        probe.publish(f"{base}/bridge/test/request/devices", "{}")
+        devices = probe.wait_for(f"{base}/bridge/test/response/devices", since=mark).json()
+        assert devices["status"] == "ok"
+    finally:
+        runner.stop()

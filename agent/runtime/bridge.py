@@ -15,11 +15,14 @@ from agent.catalog.topics import Topics
 from agent.catalog.validate import decode_payload
 from agent.config.settings import ConfigError
 from agent.errors import AgentError, ValidationError
+from agent.logs import get_logger
 from agent.runtime.mqtt import Inbound
 
 if TYPE_CHECKING:
     from agent.runtime.publisher import Publisher
     from agent.runtime.worker import DeviceWorker
+
+log = get_logger("bridge")
 
 ONLINE_COUNT_TEMPLATE = (
     "{{ value_json.devices | selectattr('status', 'eq', 'online') | list | count }}"
@@ -198,6 +201,10 @@ class BridgeRequests:
             response = {"status": "error", "data": None, "error": "; ".join(exc.problems)}
         except AgentError as exc:
             response = {"status": "error", "data": None, "error": exc.message}
+        except Exception as exc:  # a bug in one request must still answer the asker
+            log.exception("bridge request failed", request=action[:64])
+            error = f"internal error: {type(exc).__name__}"
+            response = {"status": "error", "data": None, "error": error}
         response["transaction"] = transaction
         self.publisher.reply(self.topics.response(action[:64]), response, message)
 

@@ -42,9 +42,8 @@ def _bench_figures(agent: Any) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "poll_ms_by_kind": by_kind,
         "mqtt_out_queue": len(getattr(client, "_out_messages", ())),
-        "gc_pauses_ms": [[generation, round(ms, 2)] for generation, ms in _gc_pauses],
+        "gc_pauses_ms": _drain_gc_pauses(),
     }
-    _gc_pauses.clear()
     return figures
 
 
@@ -102,6 +101,15 @@ def _site(traceback: tracemalloc.Traceback) -> str:
 
 def _short(filename: str, lineno: int) -> str:
     return f"{'/'.join(filename.split('/')[-3:])}:{lineno}"
+
+
+def _drain_gc_pauses() -> list[list[float]]:
+    """popleft, not iteration: a collection may append while this runs."""
+    drained = []
+    while _gc_pauses:
+        generation, ms = _gc_pauses.popleft()
+        drained.append([generation, round(ms, 2)])
+    return drained
 
 
 def _time_gc(phase: str, info: dict[str, Any]) -> None:
