@@ -10,9 +10,32 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any, TextIO, cast
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-import structlog
+
+def _import_structlog() -> ModuleType:
+    """structlog, without the `rich` it imports whenever rich is installed (4 MB with pygments).
+
+    Rich would only format exceptions in the console renderer, and format_exc_info below turns
+    every exception into text before any renderer sees it: rich is never used, in either format.
+    """
+    if "rich" in sys.modules:  # already paid for by whoever imported it
+        import structlog
+    else:
+        # A None entry makes `import rich` fail the way a missing package does.
+        sys.modules["rich"] = None  # type: ignore[assignment]
+        try:
+            import structlog
+        finally:
+            del sys.modules["rich"]
+    return structlog
+
+
+if TYPE_CHECKING:
+    import structlog
+else:
+    structlog = _import_structlog()
 
 MASK = "***"
 MIN_MASKED_LENGTH = 6

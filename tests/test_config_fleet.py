@@ -68,6 +68,23 @@ def test_defaults_group_and_device_entry_in_order_of_precedence(tmp_path: Path) 
     assert all(d.secret_values() == [PASSWORD] for d in devices.values())
 
 
+def test_devices_hold_one_copy_of_a_value_they_repeat_and_their_own_secrets(
+    tmp_path: Path,
+) -> None:
+    text = (
+        '[defaults.whatsminer]\nallow_commands = ["reboot"]\n'
+        + whatsminers('"10.0.1.10-10.0.1.12"')
+        + '[[devices]]\nid = "wm-10-0-1-11"\npassword = "own-secret-1"\n'
+        + '[[devices]]\nid = "wm-10-0-1-12"\npassword = "own-secret-2"\n'
+        + "publish.throttle = 5\n"
+    )
+    first, second, third = load(tmp_path, text).settings.devices
+    assert first.publish is second.publish  # the default section, once for the fleet
+    assert first.allow_commands is second.allow_commands is third.allow_commands
+    assert third.publish.throttle == 5.0 and first.publish.throttle == 0.0
+    assert (second.secret_values(), third.secret_values()) == (["own-secret-1"], ["own-secret-2"])
+
+
 def test_defaults_apply_to_devices_listed_one_by_one(tmp_path: Path) -> None:
     text = (
         '[defaults.xmrig]\ntoken = "tok"\npoll_interval = "2s"\n'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -188,6 +189,45 @@ class PublishConfig(Section):
             "deadband": list(self.deadband),
             "quiet": self.quiet,
         }
+
+
+_PLAIN = (str, int, float, type(None))  # bool is an int: the type is part of the key
+
+
+def share_repeated_values(models: Iterable[BaseModel]) -> None:
+    """One object for each value that thousands of device configs repeat (the kind, the
+    intervals, the default publish section): a farm's fleet otherwise holds one copy per device.
+
+    Validated configs are read-only (a change is a model_copy), so equal values can be one
+    object. Secrets, URLs and paths stay each device's own: only plain values, lists, dicts and
+    sections of them are shared.
+    """
+    shared: dict[Any, Any] = {}
+    for model in models:
+        values = model.__dict__
+        for name, value in values.items():
+            key = _sharing_key(value)
+            if key is not None:
+                values[name] = shared.setdefault(key, value)
+
+
+def _sharing_key(value: Any) -> Any:
+    """A key equal for equal values of the same types all the way down, None when some part
+    is not shareable."""
+    if isinstance(value, _PLAIN):
+        return (type(value), value)
+    if isinstance(value, list | tuple):
+        parts = tuple(_sharing_key(v) for v in value)
+        return None if None in parts else (type(value), parts)
+    if isinstance(value, dict):
+        items = tuple((_sharing_key(k), _sharing_key(v)) for k, v in value.items())
+        return None if any(None in item for item in items) else (dict, items)
+    if isinstance(value, Section) and value.__pydantic_extra__ is None:
+        fields = tuple((n, _sharing_key(v)) for n, v in value.__dict__.items())
+        if any(key is None for _, key in fields):
+            return None
+        return (type(value), fields, frozenset(value.__pydantic_fields_set__))
+    return None
 
 
 class DeviceConfig(SecretFields):

@@ -47,6 +47,7 @@ from agent.config.base import (
     Slug,
     Topic,
     error_path_and_message,
+    share_repeated_values,
 )
 from agent.config.fleet import (
     Fleet,
@@ -220,7 +221,9 @@ class Settings(BaseSettings):
     def _typed_devices(cls, devices: Any) -> Any:
         if not isinstance(devices, list):
             return devices
-        return [_device_model(i, entry) for i, entry in enumerate(devices)]
+        models = [_device_model(i, entry) for i, entry in enumerate(devices)]
+        share_repeated_values(m for m in models if isinstance(m, DeviceConfig))
+        return models
 
     @model_validator(mode="after")
     def _check_fleet(self) -> Settings:

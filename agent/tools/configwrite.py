@@ -14,17 +14,20 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import tomlkit
-from tomlkit.items import AoT, Table
 
 from agent.config.base import SLUG
 from agent.config.settings import ConfigError, load_config
 from agent.devices.whatsminer.client import DEFAULT_PORT as WHATSMINER_PORT
 from agent.kinds import KINDS
 from agent.tools.scan import Found
+
+if TYPE_CHECKING:
+    # tomlkit is imported by `scan --write` itself: the parser that names it is built for
+    # every command, `run` included.
+    import tomlkit
+    from tomlkit.items import AoT, Table
 
 DEFAULT_ID_TEMPLATES = {
     "whatsminer": "wm-{ip}",
@@ -93,6 +96,8 @@ def render_id(template: str, found: Found) -> str:
 
 
 def merge_into(path: Path, found: Iterable[Found], templates: dict[str, str]) -> MergeReport:
+    import tomlkit
+
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     doc = tomlkit.parse(text) if text else _new_document()
     devices = _devices_array(doc)
@@ -127,6 +132,8 @@ def _notes(added: list[Found]) -> list[str]:
 
 
 def _new_document() -> tomlkit.TOMLDocument:
+    import tomlkit
+
     doc = tomlkit.document()
     for line in NEW_FILE_HEADER:
         doc.add(tomlkit.comment(line))
@@ -134,6 +141,9 @@ def _new_document() -> tomlkit.TOMLDocument:
 
 
 def _devices_array(doc: tomlkit.TOMLDocument) -> AoT:
+    import tomlkit
+    from tomlkit.items import AoT
+
     devices = doc.get("devices")
     if devices is None:
         devices = tomlkit.aot()
@@ -184,6 +194,8 @@ def _unique(device_id: str, taken: set[str]) -> str:
 
 
 def _entry(found: Found, device_id: str, notes: list[str]) -> Table:
+    import tomlkit
+
     table = tomlkit.table()
     for note in notes:
         table.add(tomlkit.comment(note))

@@ -14,15 +14,17 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.devices.http import make_session, send
-from agent.devices.pool.client import PoolClient
-from agent.devices.srs.client import SrsClient
 from agent.devices.whatsminer.client import DEFAULT_PORT as WHATSMINER_PORT
 from agent.devices.whatsminer.client import WhatsminerClient
-from agent.devices.xmrig.client import XmrigClient
 from agent.errors import AgentError, AuthError, DeviceError
+
+if TYPE_CHECKING:
+    from agent.devices.xmrig.client import XmrigClient
+
+# The HTTP clients (requests, urllib3) are imported by the probes that use them: this module is
+# imported with the command line's parser, for every command, `run` included.
 
 SRS_PORT = 1985
 # XMRig has no default HTTP port: 44444 is the doc's example, 8080 and 3333 are common choices,
@@ -226,6 +228,8 @@ class Scanner:
 
     async def srs(self, host: str, port: int) -> Found | None:
         def call() -> Found | None:
+            from agent.devices.srs.client import SrsClient
+
             client = SrsClient(f"http://{host}:{port}", timeout=self.timeout)
             try:
                 version = _text(client.versions().get("version"))
@@ -246,6 +250,8 @@ class Scanner:
         return await self._blocking(call)
 
     def _xmrig(self, host: str, port: int) -> Found | None:
+        from agent.devices.xmrig.client import XmrigClient
+
         client = XmrigClient(f"http://{host}:{port}", token=None, timeout=self.timeout)
         try:
             summary = client.summary()
@@ -265,6 +271,8 @@ class Scanner:
         return Found("xmrig", host, port, model, _text(summary.get("version")), auth)
 
     def _pool(self, host: str, port: int) -> Found | None:
+        from agent.devices.pool.client import PoolClient
+
         client = PoolClient(f"http://{host}:{port}", timeout=self.timeout)
         try:
             stats = client.stats()
@@ -282,6 +290,8 @@ class Scanner:
 def _xmrig_refusal(client: XmrigClient, timeout: float) -> bool:
     """A 401 is not enough (any web UI can say it): XMRig's own refusal is the JSON
     `{"status": 401, "error": …}` of research/http-apis.md."""
+    from agent.devices.http import make_session, send
+
     session = make_session()
     try:
         response = send(session, "GET", client.base + "/2/summary", timeout=timeout)
