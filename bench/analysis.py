@@ -174,16 +174,24 @@ def _kernel_share(first: Tick, last: Tick) -> float | None:
 
 
 def _gc_pauses(ticks: Iterable[Tick]) -> dict[str, Any]:
-    """The collector's pauses in the window, per generation: a full (generation 2) collection
-    over a large heap stops the event loop for as long as it takes."""
+    """The collector's pauses in the window, per generation (a full, generation 2, collection
+    stops the event loop for as long as walking the oldest generation takes), and how many
+    objects were frozen out of its sight and left in that generation."""
     found: dict[int, list[float]] = {}
+    oldest, frozen = [], []
     for tick in ticks:
-        for generation, ms in (tick.health or {}).get("bench", {}).get("gc_pauses_ms", []):
+        bench = (tick.health or {}).get("bench", {})
+        for generation, ms in bench.get("gc_pauses_ms", []):
             found.setdefault(int(generation), []).append(float(ms))
-    return {
+        oldest.append(bench.get("gc_oldest_generation", 0))
+        frozen.append(bench.get("gc_frozen", 0))
+    pauses: dict[str, Any] = {
         f"gen{generation}": {"count": len(values), "max_ms": max(values), "sum_ms": sum(values)}
         for generation, values in sorted(found.items())
     }
+    pauses["oldest_generation_max"] = max(oldest, default=0)
+    pauses["frozen_end"] = frozen[-1] if frozen else 0
+    return pauses
 
 
 def _durations(ticks: Iterable[Tick]) -> dict[str, list[float]]:

@@ -398,6 +398,12 @@ def plot_cycles(path: Path, f: dict[str, Any]) -> None:
 def _gc(pauses: dict[str, Any] | None) -> str:
     if not pauses:
         return "none recorded"
-    return "; ".join(
-        f"{generation}: {p['count']}, max {p['max_ms']:.1f}" for generation, p in pauses.items()
+    text = "; ".join(
+        f"{generation}: {p['count']}, max {p['max_ms']:.1f}"
+        for generation, p in pauses.items()
+        if generation.startswith("gen")
+    )
+    return (
+        f"{text or 'none'} (objects in the oldest generation ≤ "
+        f"{pauses.get('oldest_generation_max', 0):,}, frozen {pauses.get('frozen_end', 0):,})"
     )

@@ -78,3 +78,27 @@ def test_settle_after_freezes_once_on_the_loop_and_a_thaw_cancels_a_pending_one(
     first, cancelled = asyncio.run(scenario())
     assert first == 1
     assert cancelled == 1
+
+
+def test_settle_waits_for_the_fleet_to_have_polled() -> None:
+    async def scenario() -> list[bool]:
+        settler = HeapSettler()
+        done = asyncio.Event()
+        asked: list[bool] = []
+        original = settler.freeze
+
+        def freeze() -> None:
+            original()
+            done.set()
+
+        def settled() -> bool:
+            asked.append(len(asked) >= 2)  # the fleet is up at the third look
+            return asked[-1]
+
+        settler.freeze = freeze  # type: ignore[method-assign]
+        settler.settle_after(0.001, settled)
+        await asyncio.wait_for(done.wait(), 5)
+        assert settler.freezes == 1
+        return asked
+
+    assert asyncio.run(scenario()) == [False, False, True]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 
 from agent.logs import get_logger
 
@@ -28,6 +29,7 @@ MAX_SETTLE_S = 120.0
 class HeapSettler:
     def __init__(self) -> None:
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self.freezes = 0
 
     @staticmethod
@@ -35,10 +37,20 @@ class HeapSettler:
         longest = max(poll_intervals, default=10.0)
         return min(min(longest, 30.0) + longest, MAX_SETTLE_S)
 
-    def settle_after(self, delay: float) -> None:
-        """Freeze what exists `delay` seconds from now (again, after a reload)."""
+    def settle_after(self, delay: float, settled: Callable[[], bool] = lambda: True) -> None:
+        """Freeze what exists `delay` seconds from now (again, after a reload), or later, every
+        `delay`, until `settled()` says the fleet is up; at most MAX_SETTLE_S past the first."""
         self.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self.freeze)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + delay + MAX_SETTLE_S
+        self._timer = loop.call_later(delay, self._check, delay, settled)
+
+    def _check(self, delay: float, settled: Callable[[], bool]) -> None:
+        loop = asyncio.get_running_loop()
+        if settled() or loop.time() + delay > self._deadline:
+            self.freeze()
+        else:
+            self._timer = loop.call_later(delay, self._check, delay, settled)
 
     def freeze(self) -> None:
         self._timer = None

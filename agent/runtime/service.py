@@ -156,7 +156,11 @@ class AgentService:
     def _settle_heap(self) -> None:
         if self.settler is not None:
             intervals = [w.config.poll_interval for w in self.workers.values()]
-            self.settler.settle_after(HeapSettler.settle_delay(intervals))
+            self.settler.settle_after(HeapSettler.settle_delay(intervals), self._fleet_polled)
+
+    def _fleet_polled(self) -> bool:
+        """Every device tried once: its connections, state and discovery exist."""
+        return all(w.stats.ok or w.stats.failed for w in self.workers.values())
 
     def request_stop(self) -> None:
         self.stopping.set()

@@ -43,6 +43,8 @@ def _bench_figures(agent: Any) -> dict[str, Any]:
         "poll_ms_by_kind": by_kind,
         "mqtt_out_queue": len(getattr(client, "_out_messages", ())),
         "gc_pauses_ms": _drain_gc_pauses(),
+        "gc_frozen": gc.get_freeze_count(),
+        "gc_oldest_generation": len(gc.get_objects(2)),
     }
     return figures
 
