@@ -184,7 +184,7 @@ class WhatsminerClient:
         """One plaintext read; the whole reply with its envelope checked."""
         if command in WRITE_COMMANDS:
             raise UnknownCommandError(f"{command} is a write; use write()")
-        reply = parse_reply(await self._exchange(json.dumps({"cmd": command, **params}).encode()))
+        reply = parse_reply(await self._exchange(_request(command, params)))
         self._check(reply, command)
         return reply
 
@@ -204,7 +204,7 @@ class WhatsminerClient:
         if refused or not commands:
             raise UnknownCommandError(f"cannot join {', '.join(refused) or 'nothing'}")
         joined = "+".join(commands)
-        reply = parse_reply(await self._exchange(json.dumps({"cmd": joined}).encode()))
+        reply = parse_reply(await self._exchange(_request(joined, {})))
         self._check(reply, joined)
         sections: dict[str, dict[str, Any]] = {}
         for command in commands:
@@ -640,6 +640,20 @@ class WhatsminerClient:
         if self._password and self._password in text:
             text = text.replace(self._password, "***")
         return text[:200]
+
+
+_PLAIN_REQUESTS: dict[str, bytes] = {}  # a poll's reads carry no parameters: encoded once
+
+
+def _request(command: str, params: Mapping[str, Any]) -> bytes:
+    if params:
+        return json.dumps({"cmd": command, **params}).encode()
+    request = _PLAIN_REQUESTS.get(command)
+    if request is None:
+        if len(_PLAIN_REQUESTS) >= 64:  # commands come from code and config: a bound anyway
+            _PLAIN_REQUESTS.clear()
+        request = _PLAIN_REQUESTS[command] = json.dumps({"cmd": command}).encode()
+    return request
 
 
 def error_codes(value: Any) -> dict[str, str | None]:
