@@ -171,23 +171,26 @@ class Exchange:
             self._stop_writing()
 
     def _readable(self) -> None:
+        """Read until the socket has nothing more: the miner's close usually comes with its
+        last bytes, and taking it now saves a trip round the loop for the EOF alone."""
         sock = self._sock
-        if sock is None:
-            return
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._fail(exc)
-            return
-        if not data:
-            self._finish()
-            return
-        self.buffer += data
-        if len(self.buffer) > self.limit:
-            self.overflow = True
-            self._finish()
+        while sock is not None:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._fail(exc)
+                return
+            if not data:
+                self._finish()
+                return
+            self.buffer += data
+            if len(self.buffer) > self.limit:
+                self.overflow = True
+                self._finish()
+                return
+            sock = self._sock
 
     def _watch_writable(self, callback: Callable[[], None]) -> None:
         self._writing = True
