@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent.devices.whatsminer.client import (
+    MAX_REPLY_BYTES,
     MINER_INFO_FIELDS,
     JoinNotAnsweredError,
     WhatsminerClient,
@@ -623,6 +624,65 @@ def test_connection_refused_is_unreachable() -> None:
             assert f"127.0.0.1:{port}" in caught.value.message
 
         run(scenario)
+
+
+def test_a_host_name_is_resolved_and_every_address_tried() -> None:
+    """`localhost` may resolve to ::1 first; the simulator listens on 127.0.0.1 only, so the
+    read works only if the next address is tried after the first one refused."""
+
+    async def scenario() -> None:
+        async with miner() as (_model, client):
+            named = WhatsminerClient("localhost", client.port, connect_timeout=TIMEOUT)
+            reply = await named.summary()
+            assert reply["SUMMARY"][0]["Elapsed"] is not None
+
+    run(scenario)
+
+
+def test_an_unknown_host_name_is_unreachable() -> None:
+    async def scenario() -> None:
+        client = WhatsminerClient("no-such-miner.invalid", 4028, connect_timeout=TIMEOUT)
+        with pytest.raises(UnreachableError) as caught:
+            await client.summary()
+        assert "cannot connect to no-such-miner.invalid:4028" in caught.value.message
+
+    run(scenario)
+
+
+def test_a_reply_past_the_limit_is_a_protocol_error() -> None:
+    async def scenario() -> None:
+        async with scripted(b"{" + b" " * MAX_REPLY_BYTES + b"}") as (port, _):
+            with pytest.raises(ProtocolError) as caught:
+                await client_for(None, port).summary()
+            assert f"sent more than {MAX_REPLY_BYTES} bytes" in caught.value.message
+
+    run(scenario)
+
+
+def test_a_cancelled_read_closes_its_connection() -> None:
+    """A poll cut off by the worker's deadline must not leave its socket open."""
+
+    async def scenario() -> None:
+        asked, closed = asyncio.Event(), asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)
+            asked.set()
+            await reader.read(65536)  # b"" once the client side is closed
+            closed.set()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            read = asyncio.create_task(client_for(None, port, read_timeout=30).summary())
+            await asyncio.wait_for(asked.wait(), 5)
+            read.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await read
+            await asyncio.wait_for(closed.wait(), 5)
+
+    run(scenario)
 
 
 def test_never_answering_server_times_out_quickly() -> None:

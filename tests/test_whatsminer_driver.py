@@ -123,9 +123,20 @@ def test_poll_fills_every_documented_field(variant: str) -> None:
     run(scenario)
 
 
+def test_poll_hands_over_replies_only_for_publish_raw() -> None:
+    async def scenario() -> None:
+        async with driven() as (_model, driver):
+            assert (await driver.poll()).raw == {}  # nothing would publish them
+        async with driven(config={"publish_raw": True}) as (_model, driver):
+            raw = (await driver.poll()).raw
+            assert {"summary", "pools", "edevs", "status", "get_psu", "devdetails"} <= set(raw)
+
+    run(scenario)
+
+
 def test_poll_normalises_units_and_values() -> None:
     async def scenario() -> None:
-        async with driven() as (model, driver):
+        async with driven(config={"publish_raw": True}) as (model, driver):
             result = await driver.poll()
             state = result.state
             summary = result.raw["summary"]["SUMMARY"][0]

@@ -202,23 +202,71 @@ class PublishFilter:
         """The strongest reason in `new` to publish over `old`, or None to publish nothing."""
         if old is None:
             return Trigger.IMMEDIATE  # nothing out yet: the first state goes at once
-        strongest: Trigger | None = None
-        for path, before, after in _changes(old, new, ""):
-            trigger, band = self._classify(path)
-            if trigger is Trigger.QUIET:
-                continue
-            if (
-                trigger is Trigger.DEADBAND
-                and band is not None
-                and not band.exceeded(before, after)
-            ):
-                continue
-            if trigger is Trigger.IMMEDIATE:
-                return trigger
-            strongest = Trigger.CHANGE
-            if self._first_change_decides:
-                break
-        return strongest
+        return self._walk(old, new, "")
+
+    def _walk(self, old: Any, new: Any, prefix: str) -> Trigger | None:
+        """`_changes` and the verdict on each change in one recursive pass: a poll's state is
+        walked on every poll, and a generator per level costs more than the walk itself.
+        Stops at the first change that decides (IMMEDIATE; any change when nothing is held)."""
+        if old == new and type(old) is type(new):
+            return None
+        old_is_map, new_is_map = isinstance(old, Mapping), isinstance(new, Mapping)
+        if old_is_map or new_is_map:
+            before = old if old_is_map else {}
+            after = new if new_is_map else {}
+            if before or after:
+                strongest: Trigger | None = None
+                for key, value in after.items():
+                    found = self._walk(before.get(key, _MISSING), value, _join(prefix, key))
+                    if found is not None:
+                        if found is Trigger.IMMEDIATE or self._first_change_decides:
+                            return found
+                        strongest = found
+                for key, value in before.items():
+                    if key not in after:
+                        found = self._walk(value, _MISSING, _join(prefix, key))
+                        if found is not None:
+                            if found is Trigger.IMMEDIATE or self._first_change_decides:
+                                return found
+                            strongest = found
+                return self._with_container(strongest, prefix, old, new, old_is_map and new_is_map)
+        elif isinstance(old, list) or isinstance(new, list):
+            old_is_list, new_is_list = isinstance(old, list), isinstance(new, list)
+            before_items = old if old_is_list else []
+            after_items = new if new_is_list else []
+            if before_items or after_items:
+                strongest = None
+                for index in range(max(len(before_items), len(after_items))):
+                    found = self._walk(
+                        before_items[index] if index < len(before_items) else _MISSING,
+                        after_items[index] if index < len(after_items) else _MISSING,
+                        _join(prefix, index),
+                    )
+                    if found is not None:
+                        if found is Trigger.IMMEDIATE or self._first_change_decides:
+                            return found
+                        strongest = found
+                both = old_is_list and new_is_list
+                return self._with_container(strongest, prefix, old, new, both)
+        return self._verdict(prefix, old, new)
+
+    def _with_container(
+        self, strongest: Trigger | None, prefix: str, old: Any, new: Any, same_shape: bool
+    ) -> Trigger | None:
+        """A container that appeared or went is a change of its own path too."""
+        if same_shape:
+            return strongest
+        found = self._verdict(prefix, old, new)
+        return found if found is Trigger.IMMEDIATE or strongest is None else strongest
+
+    def _verdict(self, path: str, before: Any, after: Any) -> Trigger | None:
+        """What one changed leaf calls for: IMMEDIATE, CHANGE or nothing."""
+        trigger, band = self._classify(path)
+        if trigger is Trigger.QUIET:
+            return None
+        if trigger is Trigger.DEADBAND and band is not None and not band.exceeded(before, after):
+            return None
+        return Trigger.IMMEDIATE if trigger is Trigger.IMMEDIATE else Trigger.CHANGE
 
     def _classify(self, path: str) -> tuple[Trigger, Band | None]:
         found = self._triggers.get(path)
@@ -252,7 +300,7 @@ class PublishFilter:
         self._blocked_until = now + self.rules.throttle
 
     def _wait(self) -> Decision:
-        return Decision((), self._send_at if self._pending is not None else None)
+        return Decision((), self._send_at) if self._pending is not None else HOLD
 
 
 def encode(value: Any) -> bytes:

@@ -5,6 +5,7 @@ Ranges are the vendor doc's (API v2.0.5 §3), inclusive as written there.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -646,11 +647,21 @@ def _board_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
     boards = state.get("boards")
     if not isinstance(boards, list):
         return []
-    found = []
+    slots = []
     for index, board in enumerate(boards):
         slot = board.get("slot") if isinstance(board, dict) else None
         if slot is None:  # edevs without Slot or ASC: number the boards in reply order
             slot = index
+        slots.append(slot if isinstance(slot, int | str) else str(slot))  # same text, hashable
+    return _entities_for_slots(tuple(slots))
+
+
+@functools.lru_cache(maxsize=64)
+def _entities_for_slots(slots: tuple[Any, ...]) -> tuple[EntityDescription, ...]:
+    """Asked after every poll (the discovery re-check) and the same for a miner's whole life:
+    built once per board layout, not per poll."""
+    found = []
+    for index, slot in enumerate(slots):
         path = f"boards.{index}"
         found.append(
             EntityDescription(
@@ -674,7 +685,7 @@ def _board_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
                 entity_category="diagnostic",
             )
         )
-    return found
+    return tuple(found)
 
 
 # What a running miner changes on every poll is held inside a deadband or rides along (quiet);

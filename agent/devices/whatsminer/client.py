@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.devices.whatsminer import crypto
+from agent.devices.whatsminer.exchange import Address, Exchange, literal_address, resolve
 from agent.devices.whatsminer.parse import ObjectScanner, parse_reply
 from agent.errors import (
     AuthError,
@@ -163,6 +164,8 @@ class WhatsminerClient:
         self._token_lock = asyncio.Lock()
         self._refused_until = 0.0
         self._auth_refused_until = float("-inf")
+        # (host, port) → its socket address when host is an IP literal, else None (resolved)
+        self._literal: tuple[tuple[str, int], list[Address] | None] | None = None
 
     def __repr__(self) -> str:
         return f"WhatsminerClient({self.where})"
@@ -181,7 +184,7 @@ class WhatsminerClient:
         """One plaintext read; the whole reply with its envelope checked."""
         if command in WRITE_COMMANDS:
             raise UnknownCommandError(f"{command} is a write; use write()")
-        reply = parse_reply(await self._exchange(json.dumps({"cmd": command, **params}).encode()))
+        reply = parse_reply(await self._exchange(_request(command, params)))
         self._check(reply, command)
         return reply
 
@@ -201,7 +204,7 @@ class WhatsminerClient:
         if refused or not commands:
             raise UnknownCommandError(f"cannot join {', '.join(refused) or 'nothing'}")
         joined = "+".join(commands)
-        reply = parse_reply(await self._exchange(json.dumps({"cmd": joined}).encode()))
+        reply = parse_reply(await self._exchange(_request(joined, {})))
         self._check(reply, joined)
         sections: dict[str, dict[str, Any]] = {}
         for command in commands:
@@ -493,42 +496,54 @@ class WhatsminerClient:
     # ------------------------------------------------------------ transport
 
     async def _exchange(self, payload: bytes) -> bytes:
-        """Connect, send, read until the miner closes: on a bare Protocol, which costs the
-        poll a fraction of what StreamReader/StreamWriter and their tasks do."""
+        """Connect, send, read until the miner closes (exchange.Exchange: straight on the loop,
+        for a fraction of what a transport and its protocol cost a poll)."""
         loop = asyncio.get_running_loop()
-        with self._connect_errors():
-            async with asyncio.timeout(self.connect_timeout):
-                transport, reply = await loop.create_connection(
-                    lambda: _ReplyProtocol(loop, payload), self.host, self.port
+        connect_by = loop.time() + self.connect_timeout
+        exchange = Exchange(loop, payload, MAX_REPLY_BYTES)
+        try:
+            with self._connect_errors():
+                exchange.start(
+                    await self._addresses(loop, connect_by), connect_by, self.read_timeout
                 )
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                return await self._whole_reply(reply)
-        except TimeoutError:
-            if reply.buffer:
-                raise DeviceTimeoutError(
-                    f"{self.where} sent {len(reply.buffer)} bytes, then nothing for "
-                    f"{self.read_timeout:g}s without closing"
-                ) from None
-            raise DeviceTimeoutError(
-                f"{self.where} did not answer within {self.read_timeout:g}s"
-            ) from None
+            try:
+                await exchange.done
+            except TimeoutError:
+                raise self._timed_out(exchange) from None
+            except OSError as exc:
+                if not exchange.connected:
+                    raise _connection_error(self.where, self.connect_timeout, exc) from None
+                if not exchange.buffer:
+                    raise UnreachableError(
+                        f"{self.where} dropped the connection: {_reason(exc)}"
+                    ) from None
         finally:
-            transport.abort() if reply.overflow else transport.close()
-
-    async def _whole_reply(self, reply: _ReplyProtocol) -> bytes:
-        try:
-            await reply.done
-        except OSError as exc:
-            if not reply.buffer:
-                raise UnreachableError(
-                    f"{self.where} dropped the connection: {_reason(exc)}"
-                ) from None
-        if reply.overflow:
+            exchange.close()
+        if exchange.overflow:
             raise ProtocolError(f"{self.where} sent more than {MAX_REPLY_BYTES} bytes")
-        if not reply.buffer:
+        if not exchange.buffer:
             raise NoReplyError(f"{self.where} closed the connection without answering")
-        return bytes(reply.buffer)
+        return bytes(exchange.buffer)
+
+    async def _addresses(self, loop: asyncio.AbstractEventLoop, connect_by: float) -> list[Address]:
+        if self._literal is None or self._literal[0] != (self.host, self.port):
+            self._literal = ((self.host, self.port), literal_address(self.host, self.port))
+        if self._literal[1] is not None:
+            return self._literal[1]
+        async with asyncio.timeout_at(connect_by):
+            return await resolve(loop, self.host, self.port)
+
+    def _timed_out(self, exchange: Exchange) -> DeviceTimeoutError:
+        if not exchange.connected:
+            return DeviceTimeoutError(
+                f"{self.where} did not accept a connection within {self.connect_timeout:g}s"
+            )
+        if exchange.buffer:
+            return DeviceTimeoutError(
+                f"{self.where} sent {len(exchange.buffer)} bytes, then nothing for "
+                f"{self.read_timeout:g}s without closing"
+            )
+        return DeviceTimeoutError(f"{self.where} did not answer within {self.read_timeout:g}s")
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         with self._connect_errors():
@@ -540,12 +555,8 @@ class WhatsminerClient:
         """A connection attempt's failures, in the words every caller reports."""
         try:
             yield
-        except TimeoutError:
-            raise DeviceTimeoutError(
-                f"{self.where} did not accept a connection within {self.connect_timeout:g}s"
-            ) from None
-        except OSError as exc:
-            raise UnreachableError(f"cannot connect to {self.where}: {_reason(exc)}") from None
+        except (TimeoutError, OSError) as exc:
+            raise _connection_error(self.where, self.connect_timeout, exc) from None
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         try:
@@ -631,36 +642,18 @@ class WhatsminerClient:
         return text[:200]
 
 
-class _ReplyProtocol(asyncio.Protocol):
-    """Sends one request on connect and collects the reply until the miner closes."""
+_PLAIN_REQUESTS: dict[str, bytes] = {}  # a poll's reads carry no parameters: encoded once
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> None:
-        self.payload = payload
-        self.buffer = bytearray()
-        self.overflow = False
-        self.done: asyncio.Future[None] = loop.create_future()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(self.payload)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > MAX_REPLY_BYTES and not self.done.done():
-            self.overflow = True
-            self.done.set_result(None)
-
-    def eof_received(self) -> bool:
-        if not self.done.done():
-            self.done.set_result(None)
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            if isinstance(exc, OSError):
-                self.done.set_exception(exc)
-            else:
-                self.done.set_result(None)
+def _request(command: str, params: Mapping[str, Any]) -> bytes:
+    if params:
+        return json.dumps({"cmd": command, **params}).encode()
+    request = _PLAIN_REQUESTS.get(command)
+    if request is None:
+        if len(_PLAIN_REQUESTS) >= 64:  # commands come from code and config: a bound anyway
+            _PLAIN_REQUESTS.clear()
+        request = _PLAIN_REQUESTS[command] = json.dumps({"cmd": command}).encode()
+    return request
 
 
 def error_codes(value: Any) -> dict[str, str | None]:
@@ -755,6 +748,15 @@ def _log_length(msg: Any, where: str) -> int:
     if length is None or length > MAX_LOG_BYTES:
         raise ProtocolError(f"{where} announced a log of {raw!r} bytes")
     return length
+
+
+def _connection_error(
+    where: str, timeout: float, exc: OSError
+) -> UnreachableError | DeviceTimeoutError:
+    """A failed connection attempt, in the words every caller reports."""
+    if isinstance(exc, TimeoutError):
+        return DeviceTimeoutError(f"{where} did not accept a connection within {timeout:g}s")
+    return UnreachableError(f"cannot connect to {where}: {_reason(exc)}")
 
 
 def _reason(exc: OSError) -> str:

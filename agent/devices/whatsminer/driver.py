@@ -91,14 +91,15 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
         if now >= self._slow_due:
             self._reads.probe()  # a firmware upgrade may join more than the one before
         sections = await self._reads.read()
-        raw: dict[str, Any] = dict(sections)
+        # the replies as received only go out with publish_raw: otherwise none are kept
+        raw: dict[str, Any] | None = dict(sections) if self.config.publish_raw else None
         if now >= self._status_due:
             # `status` cannot join the summary read; mining on/off and the power mode change
             # only when written (then it is read at once), so it costs one connection per
             # status_interval instead of one per poll.
             status = await _optional(self.client.status)
             if status is not None:
-                raw["status"] = status
+                _keep(raw, "status", status)
                 self._status = status
                 self._status_due = now + _jitter(self.config.status_interval)
         status = self._status
@@ -112,7 +113,7 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
         state["settings"] = dict(self._settings)
         state["api_join_limit"] = self._reads.limit
         self._notice_restart(state["uptime_s"])
-        return PollResult(state=state, raw=raw)
+        return PollResult(state=state, raw=raw or {})
 
     def _notice_restart(self, uptime: int | None) -> None:
         """A control board that rebooted may run other firmware: learn it again next poll."""
@@ -120,21 +121,21 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
             self._slow_due = 0.0
         self._uptime = uptime
 
-    async def _read_detail(self, raw: dict[str, Any], power_w: float | None) -> None:
+    async def _read_detail(self, raw: dict[str, Any] | None, power_w: float | None) -> None:
         psu = await _optional(self.client.get_psu)
         if psu is not None:
-            raw["get_psu"] = psu
+            _keep(raw, "get_psu", psu)
             self._detail["psu"] = normalise_psu(psu, power_w)
             self._warn_psu(self._detail["psu"]["warnings"])
         codes = await _optional(self.client.get_error_code)
         if codes is not None:
-            raw["get_error_code"] = codes
+            _keep(raw, "get_error_code", codes)
             self._detail["error_codes"] = codes
 
-    async def _read_slow(self, raw: dict[str, Any]) -> None:
+    async def _read_slow(self, raw: dict[str, Any] | None) -> None:
         version = await _optional(self.client.get_version)
         if version is not None:
-            raw["get_version"] = version
+            _keep(raw, "get_version", version)
             self._slow.update(
                 version=coerce.stripped_text(version.get("fw_ver")),
                 api_version=coerce.stripped_text(version.get("api_ver")),
@@ -143,12 +144,12 @@ class WhatsminerDriver(Driver[WhatsminerConfig]):
             )
         details = await _optional(self.client.devdetails)
         if details is not None:
-            raw["devdetails"] = details
+            _keep(raw, "devdetails", details)
             self._board_models = board_models(details)
             self._slow["model"] = next(iter(self._board_models.values()), None)
         info = await _optional(self.client.get_miner_info)
         if info is not None:
-            raw["get_miner_info"] = info
+            _keep(raw, "get_miner_info", info)
             self._slow["serial"] = coerce.stripped_text(info.get("minersn"))
             self._slow["led"] = coerce.stripped_text(info.get("ledstat"))
             self._slow["network"] = {k: coerce.stripped_text(info.get(k)) for k in _NETWORK_KEYS}
@@ -516,6 +517,11 @@ async def _optional(read: Callable[[], Awaitable[Any]]) -> Any:
         return await read()
     except (DeviceError, ProtocolError):
         return None
+
+
+def _keep(raw: dict[str, Any] | None, endpoint: str, body: Any) -> None:
+    if raw is not None:
+        raw[endpoint] = body
 
 
 def _jitter(interval: float) -> float:

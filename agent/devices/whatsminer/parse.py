@@ -21,6 +21,8 @@ _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 # A `[` whose first item is `"key":` — a list only a dict can be (API 2.0.4 error codes).
 _DICT_SHAPED_LIST = re.compile(r'\[(?=\s*"(?:[^"\\]|\\.)*"\s*:)')
 _CLOSER = {"{": "}", "[": "]"}
+# One decoder for every reply: json.loads(strict=False) builds a new one per call.
+_DECODER = json.JSONDecoder(strict=False)
 
 
 def parse_reply(data: bytes) -> dict[str, Any]:
@@ -29,7 +31,7 @@ def parse_reply(data: bytes) -> dict[str, Any]:
     if not text:
         raise ProtocolError("the miner sent an empty reply")
     try:
-        value = json.loads(text, strict=False)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError:
         value = _parse_repaired(text)
     if not isinstance(value, dict):
@@ -43,7 +45,7 @@ def _parse_repaired(text: str) -> Any:
         text = _rebalance(_DICT_SHAPED_LIST.sub("{", text))
     for _ in range(MAX_REPAIRS):
         try:
-            return json.loads(text, strict=False)
+            return _DECODER.decode(text)
         except json.JSONDecodeError as exc:
             text = _repair(text, exc)
     raise ProtocolError("the miner's reply needed too many repairs to read")
