@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ class _Due:
 # this window, not by the fleet, and a start's burst never starves the polls.
 LOW_WATER = 400
 RETRY_S = 0.01  # how soon a full link is looked at again
+TURN_BUDGET_S = 0.004  # building configs this long at most before polls get the loop back
 MAX_SHAPES = 10_000  # distinct entity sets kept for sharing; beyond, sharing starts over
 
 
@@ -114,16 +116,21 @@ class Announcer:
             self._step_handle = loop.call_later(delay, self._step)
 
     def _step(self) -> None:
-        """One device's configs per turn of the event loop, so polls' I/O runs in between."""
+        """Devices' configs for at most TURN_BUDGET_S per turn of the event loop, so polls'
+        I/O runs in between; one device per turn would leave a busy loop idle-paced."""
         self._step_handle = None
-        backlog = self._backlog()
-        if backlog is None:
-            return  # offline: the reconnect's reset() queues everything again
-        if backlog >= LOW_WATER:
-            self._schedule(RETRY_S)
-            return
-        device_id = next(iter(self._due))
-        self._send(device_id, self._due.pop(device_id))
+        deadline = time.monotonic() + TURN_BUDGET_S
+        while self._due:
+            backlog = self._backlog()
+            if backlog is None:
+                return  # offline: the reconnect's reset() queues everything again
+            if backlog >= LOW_WATER:
+                self._schedule(RETRY_S)
+                return
+            device_id = next(iter(self._due))
+            self._send(device_id, self._due.pop(device_id))
+            if time.monotonic() >= deadline:
+                break
         self._schedule(0.0)
 
     def _send(self, device_id: str, due: _Due) -> None:
