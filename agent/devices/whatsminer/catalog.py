@@ -5,6 +5,7 @@ Ranges are the vendor doc's (API v2.0.5 §3), inclusive as written there.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -646,11 +647,24 @@ def _board_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
     boards = state.get("boards")
     if not isinstance(boards, list):
         return []
+    slots = tuple(_slot(index, board) for index, board in enumerate(boards))
+    try:
+        return _entities_for_slots(slots)
+    except TypeError:  # a slot that cannot be a cache key: built afresh
+        return _entities_for_slots.__wrapped__(slots)
+
+
+def _slot(index: int, board: Any) -> Any:
+    slot = board.get("slot") if isinstance(board, dict) else None
+    return index if slot is None else slot  # edevs without Slot or ASC: reply order
+
+
+# Asked after every poll (discovery's re-check): the same boards give the same entities, built
+# once and shared by every miner with those slots.
+@functools.lru_cache(maxsize=64)
+def _entities_for_slots(slots: tuple[Any, ...]) -> tuple[EntityDescription, ...]:
     found = []
-    for index, board in enumerate(boards):
-        slot = board.get("slot") if isinstance(board, dict) else None
-        if slot is None:  # edevs without Slot or ASC: number the boards in reply order
-            slot = index
+    for index, slot in enumerate(slots):
         path = f"boards.{index}"
         found.append(
             EntityDescription(
@@ -674,7 +688,7 @@ def _board_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
                 entity_category="diagnostic",
             )
         )
-    return found
+    return tuple(found)
 
 
 # What a running miner changes on every poll is held inside a deadband or rides along (quiet);
