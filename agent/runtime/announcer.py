@@ -60,9 +60,9 @@ class _Due:
 # Discovery is paced behind polling: a device's configs are built only while fewer retained
 # publishes than this wait at the MQTT link, so what discovery holds in memory is bounded by
 # this window, not by the fleet, and a start's burst never starves the polls.
-LOW_WATER = 1000
+LOW_WATER = 400
 RETRY_S = 0.01  # how soon a full link is looked at again
-TURN_BUDGET_S = 0.01  # building configs this long at most before polls get the loop back
+TURN_BUDGET_S = 0.004  # building configs this long at most before polls get the loop back
 MAX_SHAPES = 10_000  # distinct entity sets kept for sharing; beyond, sharing starts over
 
 
