@@ -231,6 +231,7 @@ AREAS = (
     ("Whatsminer poll: send/read/close, timeouts", ("WhatsminerDriver.poll",)),
     ("state JSON encode + publish", ("Publisher.publish_state",)),
     ("discovery re-check after each poll", ("Announcer.announce_device",)),
+    ("discovery configs built and handed over, paced", ("Announcer._step",)),
     ("MQTT retained pump + paho calls", ("MqttLink.", "Client.publish")),
     ("paho network thread", ("Client._thread_main",)),
     ("worker scheduling (sleep, wait_for, timeouts)", ("DeviceWorker._run",)),

@@ -3,7 +3,7 @@
 - Retained topics (state, availability, bridge, discovery) are kept as the latest payload per
   topic. They reach paho through a pump that keeps at most RETAINED_WINDOW of them unacknowledged;
   the rest wait as "dirty" topics, where a newer payload replaces an older one. So a burst
-  (85,000 discovery configs at start) is never dropped and never piles up in memory, a slow
+  (a reconnect's state topics) is never dropped and never piles up in memory, a slow
   broker sees each topic's latest value once, and on every (re)connect the whole set is sent
   again, so a broker that lost its retained store ends with every topic current.
 - Everything else (results, events, responses) goes straight to paho's queue, bounded by
@@ -208,6 +208,14 @@ class MqttLink:
             if self.connected.is_set():
                 self._mark_dirty(topic, data)
         self._pump()
+
+    def retained_backlog(self) -> int | None:
+        """Retained publishes handed over and not yet acknowledged; None while offline, when
+        what is handed over without `keep` never reaches the broker."""
+        if not self.connected.is_set():
+            return None
+        with self._lock:
+            return len(self._dirty) + len(self._pumped) + self._sending
 
     def clear_retained(self, topic: str) -> None:
         """An empty retained payload deletes the topic at the broker (HA discovery removal)."""

@@ -52,6 +52,11 @@ class Publisher:
         self.announcer.announce_device(device.config, device.kind.catalog, state)
         self._apply(device, device.publish_filter.offer(state, force=force))
 
+    def announce(self, device: DeviceWorker) -> None:
+        """Discovery for a device with no new state (its first poll failed): its entities
+        exist, unavailable, until it answers."""
+        self.announcer.announce_device(device.config, device.kind.catalog, device.state)
+
     def republish_state(self, device: DeviceWorker) -> None:
         """The last state again, changed or not (Home Assistant restarted)."""
         if device.state is not None:

@@ -10,7 +10,6 @@ built here and gets only what it uses.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from collections.abc import Mapping
@@ -83,6 +82,7 @@ class AgentService:
             lambda topic, payload: self.link.publish_retained(topic, payload, keep=False),
             self.link.clear_retained,
             enabled=ha.enabled,
+            backlog=self.link.retained_backlog,
         )
         self.publisher = Publisher(
             self.link,
@@ -214,7 +214,8 @@ class AgentService:
         self.workers[device.id] = worker
         self.publisher.forget(device.id)
         worker.state = last_state
-        self.announcer.announce_device(device, worker.kind.catalog, last_state)
+        if last_state is not None:  # otherwise its first poll announces it, with what it read
+            self.announcer.announce_device(device, worker.kind.catalog, last_state)
         worker.start()
 
     async def _remove_worker(self, device_id: str) -> None:
@@ -374,19 +375,14 @@ class AgentService:
         self._reannounce()
 
     def _reannounce(self) -> None:
-        """After a (re)connect or a Home Assistant restart: discovery, then current states."""
+        """After a (re)connect or a Home Assistant restart: discovery, then current states.
+        The announcer paces the configs behind polling; a device not polled yet is announced
+        by its first poll, so that its configs go out once, with what it read."""
         self.announcer.reset()
         self.announce_bridge()
-        workers = list(self.workers.values())
-        spread = min(2.0, 0.002 * len(workers))
-        for worker in workers:
-            assert self.loop is not None
-            self.loop.call_later(random.uniform(0, spread), self._reannounce_device, worker)
-
-    def _reannounce_device(self, worker: DeviceWorker) -> None:
-        if worker.id not in self.workers:
-            return
-        self.announcer.announce_device(worker.config, worker.kind.catalog, worker.state)
+        for worker in self.workers.values():
+            if worker.stats.ok or worker.stats.failed:
+                self.announcer.announce_device(worker.config, worker.kind.catalog, worker.state)
 
     def _ha_online(self) -> None:
         """Home Assistant restarted: discovery again, then every current state."""

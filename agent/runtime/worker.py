@@ -32,6 +32,7 @@ class Outlet(Protocol):
         self, device: DeviceWorker, state: dict[str, Any], *, force: bool = False
     ) -> None: ...
     def publish_availability(self, device: DeviceWorker, online: bool) -> None: ...
+    def announce(self, device: DeviceWorker) -> None: ...
     def publish_raw(self, device: DeviceWorker, raw: dict[str, Any]) -> None: ...
     def publish_events(self, device: DeviceWorker, events: list[dict[str, Any]]) -> None: ...
 
@@ -174,6 +175,8 @@ class DeviceWorker:
             code=error.code,
             consecutive=self.stats.consecutive_failures,
         )
+        if self.stats.failed == 1 and not self.stats.ok:
+            self.publisher.announce(self)  # a successful poll would have announced it
         if self.stats.consecutive_failures >= self.offline_after and self.available is not False:
             self.available = False
             log.warning("device offline", device=self.id, after=self.stats.consecutive_failures)
