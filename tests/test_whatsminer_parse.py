@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent.devices.whatsminer.client import error_codes
@@ -147,3 +149,16 @@ def test_object_scanner_stops_at_once_on_non_json() -> None:
 def test_object_scanner_handles_escaped_quotes() -> None:
     buffer = b'{"a":"x\\"}"}tail'
     assert ObjectScanner().feed(buffer) == len(buffer) - 4
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"STATUS":"S","Msg":{"temp":NaN}}',  # what json reads and orjson refuses
+        b'{"STATUS":"S","Msg":{"big":123456789012345678901234567890}}',
+        b'{"STATUS":"S","Msg":{"huge":1e400}}',
+        b'{"STATUS":"S","Msg":{"a":1,"a":2}}',  # a repeated key: the last one, as json does
+    ],
+)
+def test_the_fast_path_reads_what_json_reads_the_same_way(body: bytes) -> None:
+    assert repr(parse_reply(body)) == repr(json.loads(body))

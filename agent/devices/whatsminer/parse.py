@@ -1,6 +1,7 @@
 """A tolerant reader for what Whatsminer firmware sends, which is not always JSON.
 
-Valid JSON takes the fast path (one `json.loads`). Otherwise the repairs of the research notes
+Valid JSON takes the fast path (one `orjson.loads`, then `json` for what orjson refuses and
+Python's json reads: NaN, integers past 64 bits). Otherwise the repairs of the research notes
 run in order: trailing NUL, raw newlines (`strict=False` keeps them inside strings), `,}`,
 a list shaped like a dict (`"error_code":["329":"…"]`), a missing comma between two items,
 and a body cut off by a small receive buffer (the last partial item is dropped). Anything
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+import orjson
 
 from agent.errors import ProtocolError
 
@@ -27,6 +30,13 @@ _DECODER = json.JSONDecoder(strict=False)
 
 def parse_reply(data: bytes) -> dict[str, Any]:
     """One reply as received → a dict; ProtocolError if it cannot be read as one."""
+    try:
+        fast = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # the slow path says exactly what is wrong, or repairs it
+    else:
+        if isinstance(fast, dict):
+            return fast
     text = data.strip(_STRIP).decode("utf-8", "replace")
     if not text:
         raise ProtocolError("the miner sent an empty reply")
