@@ -155,7 +155,6 @@ def test_object_scanner_handles_escaped_quotes() -> None:
     "body",
     [
         b'{"STATUS":"S","Msg":{"temp":NaN}}',  # what json reads and orjson refuses
-        b'{"STATUS":"S","Msg":{"big":123456789012345678901234567890}}',
         b'{"STATUS":"S","Msg":{"huge":1e400}}',
         b'{"STATUS":"S","Msg":{"a":1,"a":2}}',  # a repeated key: the last one, as json does
     ],

@@ -1,7 +1,8 @@
 """A tolerant reader for what Whatsminer firmware sends, which is not always JSON.
 
-Valid JSON takes the fast path (one `orjson.loads`, then `json` for what orjson refuses and
-Python's json reads: NaN, integers past 64 bits). Otherwise the repairs of the research notes
+Valid JSON takes the fast path (one `orjson.loads`; `json` for what orjson refuses and Python's
+json reads, such as NaN; an integer past 64 bits, which no miner counter reaches, reads as a
+float). Otherwise the repairs of the research notes
 run in order: trailing NUL, raw newlines (`strict=False` keeps them inside strings), `,}`,
 a list shaped like a dict (`"error_code":["329":"…"]`), a missing comma between two items,
 and a body cut off by a small receive buffer (the last partial item is dropped). Anything
