@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -239,9 +240,30 @@ COMMANDS = (
 def _backend_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
     backends = state.get("backends")
     if not isinstance(backends, dict):
-        return []
+        return ()
+    # Asked after every poll (the discovery check): the entities depend only on which backends
+    # and GPU readings there are, so they are built once per such shape.
+    shape = tuple(
+        (kind, tuple(_gpu_shape(gpu) for gpu in backend.get("gpus") or ()))
+        for kind, backend in backends.items()
+    )
+    return _entities_for_shape(shape)
+
+
+def _gpu_shape(gpu: Mapping[str, Any]) -> tuple[bool, bool, bool]:
+    return (
+        gpu.get("temperature_c") is not None,
+        gpu.get("power_w") is not None,
+        bool(gpu.get("fan_percent")),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _entities_for_shape(
+    shape: tuple[tuple[str, tuple[tuple[bool, bool, bool], ...]], ...],
+) -> tuple[EntityDescription, ...]:
     entities = []
-    for kind, backend in backends.items():
+    for kind, gpus in shape:
         entities.append(
             EntityDescription(
                 f"backend_{kind}_hashrate",
@@ -254,16 +276,18 @@ def _backend_entities(state: Mapping[str, Any]) -> Sequence[EntityDescription]:
                 icon="mdi:pickaxe",
             )
         )
-        for index, gpu in enumerate(backend.get("gpus") or ()):
-            entities.extend(_gpu_entities(kind, index, gpu))
-    return entities
+        for index, readings in enumerate(gpus):
+            entities.extend(_gpu_entities(kind, index, *readings))
+    return tuple(entities)
 
 
-def _gpu_entities(kind: str, index: int, gpu: Mapping[str, Any]) -> list[EntityDescription]:
+def _gpu_entities(
+    kind: str, index: int, temperature: bool, power: bool, fan: bool
+) -> list[EntityDescription]:
     path = f"backends.{kind}.gpus.{index}"
     label = f"{kind.upper()} GPU{index}"
     found = []
-    if gpu.get("temperature_c") is not None:
+    if temperature:
         found.append(
             EntityDescription(
                 f"{kind}_gpu{index}_temperature",
@@ -276,7 +300,7 @@ def _gpu_entities(kind: str, index: int, gpu: Mapping[str, Any]) -> list[EntityD
                 entity_category="diagnostic",
             )
         )
-    if gpu.get("power_w") is not None:
+    if power:
         found.append(
             EntityDescription(
                 f"{kind}_gpu{index}_power",
@@ -289,7 +313,7 @@ def _gpu_entities(kind: str, index: int, gpu: Mapping[str, Any]) -> list[EntityD
                 entity_category="diagnostic",
             )
         )
-    if gpu.get("fan_percent"):
+    if fan:
         found.append(
             EntityDescription(
                 f"{kind}_gpu{index}_fan",
