@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from agent.devices.base import PollResult
+from agent.devices.http import KeepAliveClient, Reply
 from agent.devices.xmrig.config import XmrigConfig
 from agent.devices.xmrig.driver import XmrigDriver
 from agent.errors import (
@@ -255,3 +256,100 @@ def test_a_poll_cancelled_mid_request_leaves_no_half_read_connection_behind(
     result = asyncio.run(cancel_then_poll())
     assert isinstance(result, PollResult) and result.state["api"] == "/2/summary"
     assert driver.client.polls.connections_opened == 2
+
+
+# ---------------------------------------------------------------- framing, over a raw server
+
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]
+
+
+async def against(script: Script, *paths: str) -> tuple[list[Reply | AgentError], int]:
+    """GET each path from a loopback server that answers by `script`, in one connection pool
+    of one: the replies (or errors) and how many connections the client opened."""
+    server = await asyncio.start_server(script, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = KeepAliveClient(f"http://127.0.0.1:{port}", headers={}, timeout=2)
+    found: list[Reply | AgentError] = []
+    try:
+        for path in paths:
+            try:
+                found.append(await client.get(path))
+            except AgentError as exc:
+                found.append(exc)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    return found, client.connections_opened
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+def test_chunked_replies_arriving_byte_by_byte_keep_the_connection() -> None:
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'4;ext=1\r\n{"a"\r\n5\r\n: 1, \r\n7\r\n"b": 2}\r\n0\r\n\r\n'
+    )
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            for byte in reply:
+                writer.write(bytes([byte]))
+                await writer.drain()
+        writer.close()
+
+    replies, opened = asyncio.run(against(script, "/one", "/two"))
+    assert [r.json() for r in replies if isinstance(r, Reply)] == [{"a": 1, "b": 2}] * 2
+    assert opened == 1
+
+
+def test_connection_close_and_an_idle_close_by_the_device_open_a_new_connection() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_request(reader)
+        last = request.startswith(b"GET /close")
+        header = b"Connection: close\r\n" if last else b""
+        writer.write(b"HTTP/1.1 200 OK\r\n" + header + b"Content-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()  # after each reply: the next request finds the kept one closed
+
+    replies, opened = asyncio.run(against(script, "/close", "/idle-closed", "/again"))
+    assert [r.status_code for r in replies if isinstance(r, Reply)] == [200, 200, 200]
+    assert opened == 3
+
+
+def test_a_reply_cut_off_mid_body_is_a_broken_reply_and_the_next_request_reconnects() -> None:
+    answered = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        await read_request(reader)
+        answered += 1
+        body = b'{"ok": true}'
+        length = len(body) + (10 if answered == 1 else 0)
+        writer.write(f"HTTP/1.1 503 Busy\r\nContent-Length: {length}\r\n\r\n".encode() + body)
+        await writer.drain()
+        writer.close()
+
+    (cut, whole), opened = asyncio.run(against(script, "/2/summary", "/2/summary"))
+    assert isinstance(cut, ProtocolError) and "sent a broken reply" in cut.message
+    assert isinstance(whole, Reply) and (whole.status_code, whole.reason) == (503, "Busy")
+    assert whole.json() == {"ok": True}
+    assert opened == 2
+
+
+def test_a_reply_that_is_not_http_is_a_broken_reply() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    (error,), _ = asyncio.run(against(script, "/2/summary"))
+    assert isinstance(error, ProtocolError) and "not an HTTP status line" in error.message

@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
-
-import requests
 
 from agent.errors import DeviceTimeoutError, ProtocolError, UnreachableError
 
+if TYPE_CHECKING:
+    import requests
+
 
 def make_session(*, verify: bool | str = True, user_agent: str = "edge-agent") -> requests.Session:
+    # Imported on first use: a fleet that only polls over KeepAliveClient never loads requests
+    # (and urllib3, charset detection, certifi: several MB and a fraction of a second).
+    import requests
+
     session = requests.Session()
     # Devices sit on the local network: no proxies or netrc from the environment, which
     # requests would otherwise re-read on every request.
@@ -32,6 +36,8 @@ def send(
     session: requests.Session, method: str, url: str, *, timeout: float, **kwargs: Any
 ) -> requests.Response:
     """One request; connection-level failures become agent errors with a readable message."""
+    import requests
+
     # `verify` per request: requests lets REQUESTS_CA_BUNDLE override the session's setting.
     kwargs.setdefault("verify", session.verify)
     try:
@@ -85,10 +91,10 @@ def _reason(exc: Exception) -> str:
 # ---------------------------------------------------------------- asyncio keep-alive
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_HEAD_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """What the clients read of an HTTP response (the part of requests.Response they use)."""
 
     url: str
@@ -109,10 +115,12 @@ class KeepAliveClient:
 
     A poll is a few small GETs every few seconds: `requests` in a worker thread costs several
     times the CPU of the exchange itself (thread hand-offs, urllib3's pool and header
-    machinery). This speaks just what a device API needs: Content-Length or chunked bodies,
-    `Connection: close`, TLS with the same `verify` meaning as requests (True, False or a CA
-    bundle path). A request on a kept connection that the device closed meanwhile is sent
-    once more on a new one; errors are the agent errors `send()` raises, with the same texts.
+    machinery), and even asyncio streams cost a task wake-up per read call. This is a bare
+    `asyncio.Protocol` that reads just what a device API needs: Content-Length or chunked
+    bodies, `Connection: close`, TLS with the same `verify` meaning as requests (True, False
+    or a CA bundle path). A request on a kept connection that the device closed meanwhile is
+    sent once more on a new one; errors are the agent errors `send()` raises, with the same
+    texts. The timeout covers a whole request (connecting, the retry, the reply).
     """
 
     def __init__(
@@ -131,38 +139,45 @@ class KeepAliveClient:
         self.ssl = _ssl_context(verify) if parsed.scheme == "https" else None
         lines = [f"Host: {parsed.netloc}", "Accept: application/json"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        self._head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._head = (" HTTP/1.1\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._connection: _Connection | None = None
         self.connections_opened = 0
 
     async def get(self, path: str) -> Reply:
-        url = self.base + path
-        reused = self._streams is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
-                try:
-                    return await self._exchange(path, url)
-                except _StaleConnectionError:
-                    if not reused:
-                        raise
-                    return await self._exchange(path, url)  # the device closed the idle one
+            try:
+                return await self._exchange(loop, path, deadline)
+            except _StaleConnectionError as stale:
+                if not stale.reused:
+                    raise
+                return await self._exchange(loop, path, deadline)  # the device closed it
         except TimeoutError:
             self._drop()
             raise DeviceTimeoutError(
-                f"{_where(url)} did not answer within {self.timeout:g}s"
+                f"{_where(self.base + path)} did not answer within {self.timeout:g}s"
             ) from None
         except ssl.SSLError as exc:
             self._drop()
-            raise UnreachableError(f"TLS failed for {_where(url)}: {_reason(exc)}") from None
+            raise UnreachableError(
+                f"TLS failed for {_where(self.base + path)}: {_reason(exc)}"
+            ) from None
         except _StaleConnectionError:
             self._drop()
-            raise ProtocolError(f"{_where(url)} closed the connection without answering") from None
+            raise ProtocolError(
+                f"{_where(self.base + path)} closed the connection without answering"
+            ) from None
         except OSError as exc:
             self._drop()
-            raise UnreachableError(f"cannot connect to {_where(url)}: {_reason(exc)}") from None
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise UnreachableError(
+                f"cannot connect to {_where(self.base + path)}: {_reason(exc)}"
+            ) from None
+        except ValueError as exc:
             self._drop()
-            raise ProtocolError(f"{_where(url)} sent a broken reply: {_reason(exc)}") from None
+            raise ProtocolError(
+                f"{_where(self.base + path)} sent a broken reply: {_reason(exc)}"
+            ) from None
         except asyncio.CancelledError:
             self._drop()  # a reply may be half read: the next request needs a new connection
             raise
@@ -170,31 +185,129 @@ class KeepAliveClient:
     async def close(self) -> None:
         self._drop()
 
-    async def _exchange(self, path: str, url: str) -> Reply:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
-            self.connections_opened += 1
-        reader, writer = self._streams
-        writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self._head + b"\r\n")
+    async def _exchange(self, loop: asyncio.AbstractEventLoop, path: str, deadline: float) -> Reply:
+        connection = self._connection
+        reused = connection is not None and connection.reusable
+        if connection is None or not reused:
+            connection = await self._connect(loop, deadline)
+        waiter: asyncio.Future[tuple[int, str, bytes, bool]] = loop.create_future()
+        connection.expect(waiter, reused)
+        connection.transport.write(b"GET " + path.encode() + self._head)
+        timer = loop.call_at(deadline, _expire, waiter)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError):
+            status, reason, body, closes = await waiter
+        finally:
+            timer.cancel()
+        if closes:
             self._drop()
-            raise _StaleConnectionError from None
-        status, reason, fields = _parse_head(head)
-        body = await _read_body(reader, fields)
-        if fields.get("connection", "").lower() == "close":
-            self._drop()
-        return Reply(url=url, status_code=status, reason=reason, content=body)
+        return Reply(self.base + path, status, reason, body)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
+        self._drop()
+        async with asyncio.timeout_at(deadline):
+            _, connection = await loop.create_connection(
+                _Connection, self.host, self.port, ssl=self.ssl
+            )
+        self._connection = connection
+        self.connections_opened += 1
+        return connection
 
     def _drop(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-            self._streams = None
+        if self._connection is not None:
+            self._connection.transport.close()
+            self._connection = None
 
 
 class _StaleConnectionError(Exception):
     """The device closed the connection before a byte of the reply."""
+
+    def __init__(self, reused: bool) -> None:
+        super().__init__("closed before a reply")
+        self.reused = reused
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class _Connection(asyncio.Protocol):
+    """One connection's bytes, parsed into the reply that `expect()` waits for.
+
+    Parsing happens in the socket callback itself, so a reply costs one wake-up of the waiting
+    task however many segments it arrives in.
+    """
+
+    transport: asyncio.Transport
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, str, bytes, bool]] | None = None
+        self._reused = False
+        self._head: tuple[int, str, int, bool, bool] | None = None  # status … closes
+        self._body_at = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    @property
+    def reusable(self) -> bool:
+        """Open, and no bytes nobody asked for (after which its replies cannot be trusted)."""
+        return not self.closed and not self._buffer
+
+    def expect(self, waiter: asyncio.Future[tuple[int, str, bytes, bool]], reused: bool) -> None:
+        self._waiter, self._reused, self._head = waiter, reused, None
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            reply = self._reply()
+        except ValueError as exc:
+            waiter.set_exception(exc)
+            self.transport.close()
+            return
+        if reply is not None:
+            self._waiter = None
+            self._buffer.clear()
+            waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return
+        if isinstance(exc, ssl.SSLError):
+            waiter.set_exception(exc)
+        elif self._buffer:
+            waiter.set_exception(ValueError("the connection closed in the middle of the reply"))
+        else:
+            waiter.set_exception(_StaleConnectionError(self._reused))
+
+    def _reply(self) -> tuple[int, str, bytes, bool] | None:
+        buffer = self._buffer
+        if self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD_BYTES:
+                    raise ValueError(f"a header of more than {MAX_HEAD_BYTES} bytes")
+                return None
+            self._head = _parse_head(bytes(buffer[: end + 2]))
+            self._body_at = end + 4
+        status, reason, length, chunked, closes = self._head
+        if chunked:
+            body = _dechunk(buffer, self._body_at)
+            if body is None:
+                return None
+        elif len(buffer) - self._body_at < length:
+            return None
+        else:
+            body = bytes(buffer[self._body_at : self._body_at + length])
+        return status, reason, body, closes
 
 
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:
@@ -205,31 +318,48 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
     return context
 
 
-def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or not code.isdigit():
-        raise ValueError(f"not an HTTP status line: {status_line[:40]!r}")
-    fields = {}
-    for line in lines:
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    return int(code), reason, fields
+def _parse_head(head: bytes) -> tuple[int, str, int, bool, bool]:
+    """Status, reason, Content-Length, chunked, Connection: close, from a head ending in CRLF.
 
-
-async def _read_body(reader: asyncio.StreamReader, fields: dict[str, str]) -> bytes:
-    if "chunked" in fields.get("transfer-encoding", "").lower():
-        chunks = bytearray()
-        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-            chunks += await reader.readexactly(size)
-            await reader.readexactly(2)
-            if len(chunks) > MAX_BODY_BYTES:
-                raise ValueError(f"a body of more than {MAX_BODY_BYTES} bytes")
-        await reader.readuntil(b"\r\n")  # no trailers expected: the empty line
-        return bytes(chunks)
-    length = int(fields.get("content-length", "0"))
-    if length > MAX_BODY_BYTES:
+    Only the three fields a reply's framing needs are looked up, in the lowered head: no
+    dictionary of every header for each reply.
+    """
+    line_end = head.find(b"\r\n")
+    version, _, rest = head[:line_end].partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if not version.startswith(b"HTTP/1.") or not code.isdigit():
+        raise ValueError(f"not an HTTP status line: {head[:line_end][:40]!r}")
+    fields = head[line_end:].lower()
+    chunked = b"chunked" in _field(fields, b"\r\ntransfer-encoding:")
+    length = 0 if chunked else int(_field(fields, b"\r\ncontent-length:") or b"0")
+    if length > MAX_BODY_BYTES or length < 0:
         raise ValueError(f"a body of {length} bytes")
-    return await reader.readexactly(length)
+    closes = _field(fields, b"\r\nconnection:") == b"close"
+    return int(code), reason.decode("latin-1"), length, chunked, closes
+
+
+def _field(fields: bytes, name: bytes) -> bytes:
+    start = fields.find(name)
+    if start < 0:
+        return b""
+    start += len(name)
+    return fields[start : fields.index(b"\r\n", start)].strip()
+
+
+def _dechunk(buffer: bytearray, at: int) -> bytes | None:
+    """A chunked body from `at`, or None while it is incomplete (no trailers expected)."""
+    body = bytearray()
+    while True:
+        line_end = buffer.find(b"\r\n", at)
+        if line_end < 0:
+            return None
+        size = int(bytes(buffer[at:line_end]).split(b";")[0], 16)
+        at = line_end + 2
+        if size == 0:
+            return bytes(body) if buffer.find(b"\r\n", at) >= 0 else None
+        if len(buffer) < at + size + 2:
+            return None
+        body += buffer[at : at + size]
+        at += size + 2
+        if len(body) > MAX_BODY_BYTES:
+            raise ValueError(f"a body of more than {MAX_BODY_BYTES} bytes")

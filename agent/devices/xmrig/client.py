@@ -6,9 +6,7 @@ operator can act on; the access token never appears in any of them.
 
 from __future__ import annotations
 
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from agent.devices.http import KeepAliveClient, Reply, json_body, make_session, send
 from agent.errors import (
@@ -21,7 +19,10 @@ from agent.errors import (
 
 SUMMARY_PATHS = ("/2/summary", "/1/summary", "/api.json")
 NO_SUMMARY = "the miner answers none of /2/summary, /1/summary, /api.json"
-Response = requests.Response | Reply
+if TYPE_CHECKING:
+    import requests
+
+Response: TypeAlias = "requests.Response | Reply"
 JSON_RPC_ERRORS = {
     -32700: "the miner could not parse the request",
     -32600: "the miner found the request invalid",
@@ -35,11 +36,11 @@ class XmrigClient:
     ) -> None:
         self.base = url.rstrip("/")
         self.timeout = timeout
-        self.session = make_session(verify=verify)
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        self._verify = verify
+        self._token = token
+        self._session: requests.Session | None = None
         # Polls (the agent's hot path) go over one asyncio keep-alive connection; writes and
-        # one-shot CLI calls keep the requests session.
+        # one-shot CLI calls keep a requests session, made (and requests imported) on first use.
         self.polls = KeepAliveClient(
             self.base,
             headers={"Authorization": f"Bearer {token}"} if token else {},
@@ -48,8 +49,18 @@ class XmrigClient:
         )
         self.summary_path: str | None = None  # the newest one this miner answered
 
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = make_session(verify=self._verify)
+            if self._token:
+                self._session.headers["Authorization"] = f"Bearer {self._token}"
+        return self._session
+
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     async def aclose(self) -> None:
         await self.polls.close()

@@ -138,47 +138,49 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
 
 
 def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[str, Any]:
-    results = coerce.mapping(summary.get("results"))
-    connection = coerce.mapping(summary.get("connection"))
-    hashrate = coerce.mapping(summary.get("hashrate"))
-    good, total = (
-        coerce.integer(results.get("shares_good")),
-        coerce.integer(results.get("shares_total")),
-    )
-    per_backend = normalise_backends(backends)
-    gpus = [gpu for b in per_backend.values() for gpu in b.get("gpus", ())]
-    paused = bool(summary.get("paused", False))
+    # Every poll: plain isinstance checks in place of the coerce helpers' calls (same rules).
+    get = summary.get
+    results = _object(get("results"))
+    connection = _object(get("connection"))
+    hashrate = _object(get("hashrate"))
+    good, total = _integer(results.get("shares_good")), _integer(results.get("shares_total"))
+    per_backend = normalise_backends(backends) if backends else {}
+    paused = bool(get("paused", False))
     enabled = any(b["enabled"] for b in per_backend.values()) if per_backend else True
-    resources = coerce.mapping(summary.get("resources"))
-    memory = coerce.mapping(resources.get("memory"))
-    cpu = coerce.mapping(summary.get("cpu"))
+    resources = _object(get("resources"))
+    memory = _object(resources.get("memory"))
+    cpu = _object(get("cpu"))
+    hugepages = get("hugepages")
+    power, temperature = _gpu_totals(per_backend)
+    rates = _windows(hashrate.get("total"))
+    rates["highest"] = hashrate.get("highest")
     return {
-        "miner_id": summary.get("id"),
-        "worker_id": summary.get("worker_id"),
-        "version": summary.get("version"),
-        "user_agent": summary.get("ua"),
-        "algo": summary.get("algo"),
-        "hashrate_hs": {**_windows(hashrate.get("total")), "highest": hashrate.get("highest")},
+        "miner_id": get("id"),
+        "worker_id": get("worker_id"),
+        "version": get("version"),
+        "user_agent": get("ua"),
+        "algo": get("algo"),
+        "hashrate_hs": rates,
         "shares": {
             "accepted": good,
             "rejected": None if good is None or total is None else total - good,
             "total": total,
-            "avg_time_s": coerce.integer(results.get("avg_time")),
-            "difficulty": coerce.integer(results.get("diff_current")),
+            "avg_time_s": _integer(results.get("avg_time")),
+            "difficulty": _integer(results.get("diff_current")),
         },
         "pool": {
             "url": connection.get("pool"),
             "ip": connection.get("ip"),
-            "ping_ms": coerce.integer(connection.get("ping")),
-            "uptime_s": coerce.integer(connection.get("uptime")),
-            "failures": coerce.integer(connection.get("failures")),
+            "ping_ms": _integer(connection.get("ping")),
+            "uptime_s": _integer(connection.get("uptime")),
+            "failures": _integer(connection.get("failures")),
             "tls": connection.get("tls"),
         },
-        "uptime_s": coerce.integer(summary.get("uptime")),
+        "uptime_s": _integer(get("uptime")),
         "paused": paused,
         "mining": enabled and not paused,
-        "restricted": bool(summary.get("restricted", False)),
-        "donate_level": coerce.integer(summary.get("donate_level")),
+        "restricted": bool(get("restricted", False)),
+        "donate_level": _integer(get("donate_level")),
         "cpu": {
             "brand": cpu.get("brand"),
             "cores": cpu.get("cores"),
@@ -190,9 +192,10 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
             "rss_bytes": memory.get("resident_set_memory"),
         },
         "load_average": resources.get("load_average"),
-        "hugepages": coerce.items(summary.get("hugepages")) or None,  # XMRig 2.x said just `true`
-        "power_w": _sum(g.get("power_w") for g in gpus),
-        "temperature_c": _max(g.get("temperature_c") for g in gpus),
+        # XMRig 2.x said just `true`
+        "hugepages": hugepages if isinstance(hugepages, list) and hugepages else None,
+        "power_w": power,
+        "temperature_c": temperature,
         "errors": [],
         "backends": per_backend,
     }
@@ -203,7 +206,8 @@ def normalise_backends(backends: list[Any] | None) -> dict[str, dict[str, Any]]:
     for backend in backends or ():
         if not isinstance(backend, dict) or not isinstance(backend.get("type"), str):
             continue
-        threads = [t for t in coerce.items(backend.get("threads")) if isinstance(t, dict)]
+        threads = backend.get("threads")
+        threads = [t for t in threads if isinstance(t, dict)] if isinstance(threads, list) else []
         entry: dict[str, Any] = {
             "enabled": bool(backend.get("enabled", False)),
             "algo": backend.get("algo"),
@@ -214,6 +218,24 @@ def normalise_backends(backends: list[Any] | None) -> dict[str, dict[str, Any]]:
             entry["gpus"] = [_gpu(i, t) for i, t in enumerate(threads)]
         found[backend["type"]] = entry
     return found
+
+
+def _gpu_totals(per_backend: dict[str, dict[str, Any]]) -> tuple[Any, Any]:
+    """Summed power and the hottest temperature over every GPU (None on CPU-only rigs)."""
+    gpus = [gpu for b in per_backend.values() for gpu in b.get("gpus", ())]
+    if not gpus:
+        return None, None
+    return _sum(g.get("power_w") for g in gpus), _max(g.get("temperature_c") for g in gpus)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _integer(value: Any) -> int | None:
+    if type(value) is int:  # what json.loads makes; the rest as coerce.integer
+        return value
+    return coerce.integer(value)
 
 
 def _gpu(position: int, thread: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,6 +311,8 @@ def _require_object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _windows(values: Any) -> dict[str, Any]:
+    if isinstance(values, list) and len(values) >= 3:
+        return {"10s": values[0], "1m": values[1], "15m": values[2]}  # WINDOWS, unrolled
     values = values if isinstance(values, list) else []
     return {w: (values[i] if i < len(values) else None) for i, w in enumerate(WINDOWS)}
 
