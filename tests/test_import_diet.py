@@ -62,6 +62,7 @@ NOT_FOR_THE_SERVICE = (
     "aiohttp",  # the simulators (their argument parsers are built, their servers not loaded)
     "agent.devices.pool.client",  # requests, for pool devices only
     "agent.devices.srs.client",
+    "requests",  # XMRig and Whatsminer polls use the event loop; requests serves one-shot calls
 )
 
 
