@@ -11,6 +11,8 @@ import ssl
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
+import orjson
+
 from agent.errors import DeviceTimeoutError, ProtocolError, UnreachableError
 
 if TYPE_CHECKING:
@@ -107,7 +109,10 @@ class Reply(NamedTuple):
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        try:
+            return orjson.loads(self.content)
+        except orjson.JSONDecodeError:
+            return json.loads(self.content)  # what json reads and orjson refuses (NaN), or why not
 
 
 class KeepAliveClient:
