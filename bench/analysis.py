@@ -403,6 +403,14 @@ POLL_CPU_TARGETS = (
     ("whatsminer", "bare-asyncio-agent", 2.0, "≤ 2x bare asyncio, same reads and connections"),
     ("whatsminer", "pyasic", 0.25, "≤ 1/4 of pyasic's get_data"),
     ("xmrig", "xmrig-asyncio", 2.0, "≤ 2x a bare asyncio HTTP/1.1 keep-alive client"),
+    # Context, not the measure: the floors polled on the agent's schedule
+    (
+        "whatsminer",
+        "bare-asyncio-agent-paced",
+        2.0,
+        "≤ 2x bare asyncio, same reads, on the agent's schedule (context)",
+    ),
+    ("xmrig", "xmrig-asyncio-paced", 2.0, "≤ 2x keep-alive, on the agent's schedule (context)"),
 )
 
 
@@ -426,7 +434,8 @@ def poll_cpu_ratios(
                 "value": "not measured"
                 if ratio is None
                 else f"{ratio:g}x ({mine:g} / {theirs:g} ms)",
-                "met": None if ratio is None else ratio <= limit,
+                # the paced floors explain the gap; the measure is the other one
+                "met": None if ratio is None or name.endswith("-paced") else ratio <= limit,
             }
         )
     return rows

@@ -39,7 +39,17 @@ from bench.procs import REPO, AgentProcess, Mosquitto, Sampled, Sampler, SimProc
 
 BASE = "edge-agent"
 PREFIX = "homeassistant"
-REFERENCES = ("pyasic", "bare", "bare-agent", "bare-asyncio", "bare-asyncio-agent", "xmrig-asyncio")
+REFERENCES = (
+    "pyasic",
+    "bare",
+    "bare-agent",
+    "bare-asyncio",
+    "bare-asyncio-agent",
+    "xmrig-asyncio",
+    # the same two floors on the agent's schedule: every miner once per poll interval
+    "bare-asyncio-agent-paced",
+    "xmrig-asyncio-paced",
+)
 DEFAULTS = {
     "whatsminers": 2000,
     "xmrig": 500,
@@ -328,15 +338,16 @@ class Bench:
         )
         found: dict[str, Any] = {}
         for name in REFERENCES:
-            if name == "xmrig-asyncio" and not self.o.xmrig:
+            sim_kind = "xmrig" if name.startswith("xmrig-asyncio") else "whatsminer"
+            if sim_kind == "xmrig" and not self.o.xmrig:
                 continue
             print(f"[reference] {name}", file=sys.stderr, flush=True)
-            sim_kind = "xmrig" if name == "xmrig-asyncio" else "whatsminer"
             before, sims0 = self.sim_stats(sim_kind), self._sim_cpu()
             listed = xmrig_hosts if sim_kind == "xmrig" else hosts
             command = [sys.executable, "-m", "bench.references", name, "--hosts-file", str(listed)]
             command += ["--duration", str(self.o.ref_duration)]
             command += ["--concurrency", str(self.o.pyasic_concurrency)]
+            command += ["--interval", str(self.o.interval)]
             done = subprocess.run(command, capture_output=True, cwd=REPO, check=False, timeout=900)
             (self.logs / f"reference-{name}.log").write_bytes(done.stderr)
             try:

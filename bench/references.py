@@ -199,8 +199,33 @@ class AgentReads:
         self.polls += 1
 
 
+async def _paced_polls(
+    targets: list[Any], poll: Callable[[Any], Awaitable[Any]], duration: float, interval: float
+) -> Meter:
+    """Every target once per `interval`, first polls spread over one interval: the agent's
+    schedule, so the event loop wakes for each poll as it does in the agent, where
+    `_loop_polls` keeps it always busy and shares each wake-up among many polls."""
+    meter = Meter()
+    deadline = time.monotonic() + duration
+
+    async def schedule(target: Any, offset: float) -> None:
+        due = time.monotonic() + offset
+        while due < deadline:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            try:
+                await poll(target)
+                meter.polls += 1
+            except Exception as exc:  # a reference's failures are counted, not fatal
+                meter.fail(exc)
+            due += interval
+
+    spread = interval / max(len(targets), 1)
+    await asyncio.gather(*(schedule(t, i * spread) for i, t in enumerate(targets)))
+    return meter
+
+
 async def run_bare_asyncio_agent(
-    hosts: list[str], duration: float, concurrency: int
+    hosts: list[str], duration: float, concurrency: int, paced: float | None = None
 ) -> dict[str, Any]:
     groups = await learn_groups(hosts[0])  # the simulated fleet runs one firmware
     miners = [AgentReads(host, groups) for host in hosts]
@@ -208,7 +233,10 @@ async def run_bare_asyncio_agent(
     async def poll(miner: AgentReads) -> None:
         await miner.poll()
 
-    meter = await _loop_polls(miners, poll, duration, concurrency)
+    if paced:
+        meter = await _paced_polls(miners, poll, duration, paced)
+    else:
+        meter = await _loop_polls(miners, poll, duration, concurrency)
     return {
         "joins": [list(g) for g in groups],
         "requests_per_poll": len(groups)
@@ -252,13 +280,18 @@ class KeepAliveXmrig:
         self.polls += 1
 
 
-async def run_xmrig_asyncio(lines: list[str], duration: float, concurrency: int) -> dict[str, Any]:
+async def run_xmrig_asyncio(
+    lines: list[str], duration: float, concurrency: int, paced: float | None = None
+) -> dict[str, Any]:
     miners = [KeepAliveXmrig(*[*line.split(), ""][:2]) for line in lines]
 
     async def poll(miner: KeepAliveXmrig) -> None:
         await miner.poll()
 
-    meter = await _loop_polls(miners, poll, duration, min(concurrency, len(miners)))
+    if paced:
+        meter = await _paced_polls(miners, poll, duration, paced)
+    else:
+        meter = await _loop_polls(miners, poll, duration, min(concurrency, len(miners)))
     return {
         "requests_per_poll": 2 + 1 / XMRIG_CONFIG_EVERY,
         "connections": len(miners),
@@ -312,7 +345,16 @@ def _version(package: str) -> str | None:
         return None
 
 
-NAMES = ("pyasic", "bare", "bare-agent", "bare-asyncio", "bare-asyncio-agent", "xmrig-asyncio")
+NAMES = (
+    "pyasic",
+    "bare",
+    "bare-agent",
+    "bare-asyncio",
+    "bare-asyncio-agent",
+    "xmrig-asyncio",
+    "bare-asyncio-agent-paced",
+    "xmrig-asyncio-paced",
+)
 
 
 def main() -> None:
@@ -321,16 +363,20 @@ def main() -> None:
     parser.add_argument("--hosts-file", type=Path, required=True, help="one address per line")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of polling")
     parser.add_argument("--concurrency", type=int, default=100, help="asyncio polls in flight")
+    parser.add_argument("--interval", type=float, default=10.0, help="poll interval (-paced)")
     args = parser.parse_args()
-    hosts = args.hosts_file.read_text().split("\n" if args.name == "xmrig-asyncio" else None)
+    xmrig = args.name.startswith("xmrig-asyncio")
+    hosts = args.hosts_file.read_text().split("\n" if xmrig else None)
     hosts = [h for h in hosts if h.strip()]
     logging.getLogger().setLevel(logging.ERROR)  # failures are counted, not printed
     if args.name == "pyasic":
         result = asyncio.run(run_pyasic(hosts, args.duration, args.concurrency))
-    elif args.name == "bare-asyncio-agent":
-        result = asyncio.run(run_bare_asyncio_agent(hosts, args.duration, args.concurrency))
-    elif args.name == "xmrig-asyncio":
-        result = asyncio.run(run_xmrig_asyncio(hosts, args.duration, args.concurrency))
+    elif args.name.startswith("bare-asyncio-agent"):
+        paced = args.interval if args.name.endswith("-paced") else None
+        result = asyncio.run(run_bare_asyncio_agent(hosts, args.duration, args.concurrency, paced))
+    elif xmrig:
+        paced = args.interval if args.name.endswith("-paced") else None
+        result = asyncio.run(run_xmrig_asyncio(hosts, args.duration, args.concurrency, paced))
     elif args.name == "bare-asyncio":
         result = asyncio.run(run_bare_asyncio(hosts, args.duration, args.concurrency))
     else:

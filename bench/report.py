@@ -163,7 +163,7 @@ def _cpu_table(f: dict[str, Any]) -> list[str]:
         )
     mine = (only or {}).get("cpu_ms_per_poll")
     for name, r in f["references"].items():
-        if name == "xmrig-asyncio":
+        if name.startswith("xmrig-asyncio"):
             continue  # an XMRig poll: compared in the per-kind table
         theirs = r.get("cpu_per_poll_ms")
         ratio = f"{mine / theirs:.2f}" if mine and theirs else "-"
@@ -173,6 +173,7 @@ def _cpu_table(f: dict[str, Any]) -> list[str]:
             "bare-agent": "bare socket, the agent's two reads",
             "bare-asyncio": "asyncio streams, summary",
             "bare-asyncio-agent": "asyncio streams, the agent's reads and connections",
+            "bare-asyncio-agent-paced": "the same, each miner once per poll interval",
         }.get(name, name)
         lines.append(
             f"| {what} | {_num(r.get('sim_requests_per_poll'))} | {_num(theirs)} | {ratio} |"
@@ -190,6 +191,8 @@ def _poll_cpu(f: dict[str, Any]) -> list[str]:
     ]
     for row in f.get("poll_cpu", ()):
         met = {True: "met", False: "**not met**", None: "not measured"}[row["met"]]
+        if row["met"] is None and row["ratio"] is not None:
+            met = "context"
         lines.append(
             f"| {row['target'].split()[0]} | {row['reference']} | {_num(row['agent_ms'])} | "
             f"{_num(row['reference_ms'])} | {_num(row['ratio'])} | ≤ {row['limit']:g}x | {met} |"
