@@ -204,9 +204,10 @@ async def _paced_polls(
 ) -> Meter:
     """Every target once per `interval`, first polls spread over one interval: the agent's
     schedule, so the event loop wakes for each poll as it does in the agent, where
-    `_loop_polls` keeps it always busy and shares each wake-up among many polls."""
+    `_loop_polls` keeps it always busy and shares each wake-up among many polls. The first
+    round (connections, first reads) is not measured: `duration` starts after it."""
     meter = Meter()
-    deadline = time.monotonic() + duration
+    deadline = time.monotonic() + interval + duration
 
     async def schedule(target: Any, offset: float) -> None:
         due = time.monotonic() + offset
@@ -219,8 +220,14 @@ async def _paced_polls(
                 meter.fail(exc)
             due += interval
 
+    async def measure_from_second_round() -> None:
+        await asyncio.sleep(interval)
+        meter.__init__()  # type: ignore[misc]
+
     spread = interval / max(len(targets), 1)
-    await asyncio.gather(*(schedule(t, i * spread) for i, t in enumerate(targets)))
+    await asyncio.gather(
+        measure_from_second_round(), *(schedule(t, i * spread) for i, t in enumerate(targets))
+    )
     return meter
 
 
