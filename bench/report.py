@@ -173,7 +173,10 @@ def _cpu_table(f: dict[str, Any]) -> list[str]:
             "bare-agent": "bare socket, the agent's two reads",
             "bare-asyncio": "asyncio streams, summary",
             "bare-asyncio-agent": "asyncio streams, the agent's reads and connections",
-            "bare-asyncio-agent-paced": "the same, each miner once per poll interval (requests per poll include the unmeasured first round)",
+            "bare-asyncio-agent-paced": (
+                "the same, each miner once per poll interval "
+                "(requests per poll count the unmeasured first round)"
+            ),
         }.get(name, name)
         lines.append(
             f"| {what} | {_num(r.get('sim_requests_per_poll'))} | {_num(theirs)} | {ratio} |"
