@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.runtime.collector import MAX_SETTLE_S, HeapSettler
+from agent.runtime.collector import FULL_COLLECTION_EVERY, MAX_SETTLE_S, HeapSettler
 
 
 class Node:
@@ -20,8 +20,10 @@ class Node:
 
 @pytest.fixture(autouse=True)
 def nothing_frozen_after() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def test_settle_delay_is_the_first_poll_spread_plus_one_interval_and_bounded() -> None:
@@ -39,6 +41,7 @@ def test_freeze_collects_garbage_first_and_hides_the_rest_from_the_collector() -
     HeapSettler().freeze()
     assert gone() is None  # collected before freezing: no cycle is frozen for good
     assert gc.get_freeze_count() > 0
+    assert gc.get_threshold()[2] == FULL_COLLECTION_EVERY  # full collections are rarer
     assert not any(o is kept for o in gc.get_objects())  # frozen objects are not tracked
 
 
