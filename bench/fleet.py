@@ -36,20 +36,11 @@ from typing import Any
 from bench import analysis, report
 from bench.observer import Command, Observer
 from bench.procs import REPO, AgentProcess, Mosquitto, Sampled, Sampler, SimProcess, wait_until
+from bench.references import NAMES
 
 BASE = "edge-agent"
 PREFIX = "homeassistant"
-REFERENCES = (
-    "pyasic",
-    "bare",
-    "bare-agent",
-    "bare-asyncio",
-    "bare-asyncio-agent",
-    "xmrig-asyncio",
-    # the same two floors on the agent's schedule: every miner once per poll interval
-    "bare-asyncio-agent-paced",
-    "xmrig-asyncio-paced",
-)
+REFERENCES = NAMES  # every poller bench/references.py offers, in its order
 DEFAULTS = {
     "whatsminers": 2000,
     "xmrig": 500,

@@ -359,6 +359,7 @@ NAMES = (
     "bare-asyncio",
     "bare-asyncio-agent",
     "xmrig-asyncio",
+    # the same two floors on the agent's schedule: every miner once per poll interval
     "bare-asyncio-agent-paced",
     "xmrig-asyncio-paced",
 )
