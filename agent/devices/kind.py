@@ -7,6 +7,7 @@ driver interface, never a kind. The registry of kinds (`agent.kinds`) is built f
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,18 @@ from agent.devices.base import Driver
 
 State = Mapping[str, Any]
 Command = tuple[str, dict[str, Any]]  # a catalog command name and its params
+
+
+def driver_imported_when_used(module: str, name: str) -> Callable[[Any], Driver[Any]]:
+    """A `DeviceKind.driver` that imports its module with the kind's first device, so a heavy
+    client library (the pool's and SRS's `requests` and urllib3, ~6 MB) stays out of an agent
+    whose fleet has none of that kind."""
+
+    def build(config: Any) -> Driver[Any]:
+        driver: Callable[[Any], Driver[Any]] = getattr(importlib.import_module(module), name)
+        return driver(config)
+
+    return build
 
 
 def _number(state: State, key: str) -> float | None:

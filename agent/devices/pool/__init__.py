@@ -3,29 +3,15 @@ workers and balances), read politely over HTTP."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from agent.devices.kind import DeviceKind
+from agent.devices.kind import DeviceKind, driver_imported_when_used
 from agent.devices.pool.catalog import CATALOG
 from agent.devices.pool.config import PoolConfig
-
-if TYPE_CHECKING:
-    from agent.devices.pool.driver import PoolDriver
-
-
-def _driver(config: PoolConfig) -> PoolDriver:
-    # Imported with the first pool device: the HTTP client (requests, urllib3: ~6 MB) stays out
-    # of an agent whose fleet has none.
-    from agent.devices.pool.driver import PoolDriver
-
-    return PoolDriver(config)
-
 
 KIND = DeviceKind(
     name="pool",
     config=PoolConfig,
     catalog=CATALOG,
-    driver=_driver,
+    driver=driver_imported_when_used("agent.devices.pool.driver", "PoolDriver"),
     simulator="edge_agent_sim.pool",
     demo_count=1,
 )
