@@ -159,8 +159,7 @@ class AgentService:
             self.settler.settle_after(HeapSettler.settle_delay(intervals), self._fleet_polled)
 
     def _fleet_polled(self) -> bool:
-        """Every device tried once: its connections, state and discovery exist."""
-        return all(w.stats.ok or w.stats.failed for w in self.workers.values())
+        return all(w.tried for w in self.workers.values())
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -381,7 +380,7 @@ class AgentService:
         self.announcer.reset()
         self.announce_bridge()
         for worker in self.workers.values():
-            if worker.stats.ok or worker.stats.failed:
+            if worker.tried:
                 self.announcer.announce_device(worker.config, worker.kind.catalog, worker.state)
 
     def _ha_online(self) -> None:

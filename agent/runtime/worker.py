@@ -86,6 +86,11 @@ class DeviceWorker:
     def id(self) -> str:
         return self.config.id
 
+    @property
+    def tried(self) -> bool:
+        """Polled at least once, answered or not: its connections and discovery exist."""
+        return bool(self.stats.ok or self.stats.failed)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"device:{self.id}")
 
