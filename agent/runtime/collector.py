@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from agent.logs import get_logger
+from agent.runtime.worker import FIRST_POLL_SPREAD_MAX_S
 
 log = get_logger("agent")
 # First polls are spread over up to 30 s; one more poll interval lets every device's first
@@ -40,7 +41,7 @@ class HeapSettler:
     @staticmethod
     def settle_delay(poll_intervals: list[float]) -> float:
         longest = max(poll_intervals, default=10.0)
-        return min(min(longest, 30.0) + longest, MAX_SETTLE_S)
+        return min(min(longest, FIRST_POLL_SPREAD_MAX_S) + longest, MAX_SETTLE_S)
 
     def settle_after(self, delay: float, settled: Callable[[], bool] = lambda: True) -> None:
         """Freeze what exists `delay` seconds from now (again, after a reload), or later, every

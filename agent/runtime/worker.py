@@ -23,6 +23,7 @@ from agent.logs import get_logger
 from agent.runtime.energy import EnergyBook
 
 log = get_logger("device")
+FIRST_POLL_SPREAD_MAX_S = 30.0  # a large fleet's first polls are spread over at most this
 
 
 class Outlet(Protocol):
@@ -114,7 +115,7 @@ class DeviceWorker:
         interval = self.config.poll_interval
         # Spread the first polls of a large fleet over one interval (at most 30 s) instead of a
         # thundering herd that would time out at start.
-        spread = min(interval, 30.0) if self.jitter else 0.0
+        spread = min(interval, FIRST_POLL_SPREAD_MAX_S) if self.jitter else 0.0
         next_due = time.monotonic() + random.uniform(0, spread)
         while True:
             await self._sleep_until(next_due)
