@@ -138,19 +138,18 @@ class XmrigDriver(BlockingDriver[XmrigConfig]):
 
 
 def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[str, Any]:
-    # Every poll: plain isinstance checks in place of the coerce helpers' calls (same rules).
     get = summary.get
-    results = _object(get("results"))
-    connection = _object(get("connection"))
-    hashrate = _object(get("hashrate"))
-    good, total = _integer(results.get("shares_good")), _integer(results.get("shares_total"))
+    results = coerce.mapping(get("results"))
+    connection = coerce.mapping(get("connection"))
+    hashrate = coerce.mapping(get("hashrate"))
+    good = coerce.integer(results.get("shares_good"))
+    total = coerce.integer(results.get("shares_total"))
     per_backend = normalise_backends(backends) if backends else {}
     paused = bool(get("paused", False))
     enabled = any(b["enabled"] for b in per_backend.values()) if per_backend else True
-    resources = _object(get("resources"))
-    memory = _object(resources.get("memory"))
-    cpu = _object(get("cpu"))
-    hugepages = get("hugepages")
+    resources = coerce.mapping(get("resources"))
+    memory = coerce.mapping(resources.get("memory"))
+    cpu = coerce.mapping(get("cpu"))
     power, temperature = _gpu_totals(per_backend)
     rates = _windows(hashrate.get("total"))
     rates["highest"] = hashrate.get("highest")
@@ -165,22 +164,22 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
             "accepted": good,
             "rejected": None if good is None or total is None else total - good,
             "total": total,
-            "avg_time_s": _integer(results.get("avg_time")),
-            "difficulty": _integer(results.get("diff_current")),
+            "avg_time_s": coerce.integer(results.get("avg_time")),
+            "difficulty": coerce.integer(results.get("diff_current")),
         },
         "pool": {
             "url": connection.get("pool"),
             "ip": connection.get("ip"),
-            "ping_ms": _integer(connection.get("ping")),
-            "uptime_s": _integer(connection.get("uptime")),
-            "failures": _integer(connection.get("failures")),
+            "ping_ms": coerce.integer(connection.get("ping")),
+            "uptime_s": coerce.integer(connection.get("uptime")),
+            "failures": coerce.integer(connection.get("failures")),
             "tls": connection.get("tls"),
         },
-        "uptime_s": _integer(get("uptime")),
+        "uptime_s": coerce.integer(get("uptime")),
         "paused": paused,
         "mining": enabled and not paused,
         "restricted": bool(get("restricted", False)),
-        "donate_level": _integer(get("donate_level")),
+        "donate_level": coerce.integer(get("donate_level")),
         "cpu": {
             "brand": cpu.get("brand"),
             "cores": cpu.get("cores"),
@@ -193,7 +192,7 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
         },
         "load_average": resources.get("load_average"),
         # XMRig 2.x said just `true`
-        "hugepages": hugepages if isinstance(hugepages, list) and hugepages else None,
+        "hugepages": coerce.items(get("hugepages")) or None,
         "power_w": power,
         "temperature_c": temperature,
         "errors": [],
@@ -206,8 +205,7 @@ def normalise_backends(backends: list[Any] | None) -> dict[str, dict[str, Any]]:
     for backend in backends or ():
         if not isinstance(backend, dict) or not isinstance(backend.get("type"), str):
             continue
-        threads = backend.get("threads")
-        threads = [t for t in threads if isinstance(t, dict)] if isinstance(threads, list) else []
+        threads = [t for t in coerce.items(backend.get("threads")) if isinstance(t, dict)]
         entry: dict[str, Any] = {
             "enabled": bool(backend.get("enabled", False)),
             "algo": backend.get("algo"),
@@ -226,16 +224,6 @@ def _gpu_totals(per_backend: dict[str, dict[str, Any]]) -> tuple[Any, Any]:
     if not gpus:
         return None, None
     return _sum(g.get("power_w") for g in gpus), _max(g.get("temperature_c") for g in gpus)
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _integer(value: Any) -> int | None:
-    if type(value) is int:  # what json.loads makes; the rest as coerce.integer
-        return value
-    return coerce.integer(value)
 
 
 def _gpu(position: int, thread: Mapping[str, Any]) -> dict[str, Any]:
