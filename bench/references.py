@@ -115,6 +115,14 @@ def run_bare(hosts: list[str], duration: float, requests: tuple[bytes, ...]) -> 
 # ---------------------------------------------------------------- asyncio pollers
 
 
+async def _counted(meter: Meter, poll: Callable[[Any], Awaitable[Any]], target: Any) -> None:
+    try:
+        await poll(target)
+        meter.polls += 1
+    except Exception as exc:  # a reference's failures are counted, not fatal
+        meter.fail(exc)
+
+
 async def _loop_polls(
     targets: list[Any], poll: Callable[[Any], Awaitable[Any]], duration: float, concurrency: int
 ) -> Meter:
@@ -125,11 +133,7 @@ async def _loop_polls(
 
     async def worker() -> None:
         while time.monotonic() < deadline:
-            try:
-                await poll(next(cycle))
-                meter.polls += 1
-            except Exception as exc:  # a reference's failures are counted, not fatal
-                meter.fail(exc)
+            await _counted(meter, poll, next(cycle))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return meter
@@ -213,11 +217,7 @@ async def _paced_polls(
         due = time.monotonic() + offset
         while due < deadline:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            try:
-                await poll(target)
-                meter.polls += 1
-            except Exception as exc:  # a reference's failures are counted, not fatal
-                meter.fail(exc)
+            await _counted(meter, poll, target)
             due += interval
 
     async def measure_from_second_round() -> None:
