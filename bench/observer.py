@@ -191,6 +191,11 @@ class Observer:
 
     # -------------------------------------------------------------- reading
 
+    def last_new_discovery(self) -> float:
+        """When the latest discovery topic not seen before arrived (0.0: none yet)."""
+        with self._lock:
+            return max(self.discovery_first.values(), default=0.0)
+
     def mark(self) -> int:
         with self._lock:
             return len(self.seen)
