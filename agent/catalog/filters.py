@@ -157,6 +157,11 @@ class PublishFilter:
         # Without debounce or throttle any change publishes at once: the first one decides.
         self._first_change_decides = not (rules.debounce or rules.throttle)
 
+    @property
+    def published(self) -> dict[str, Any] | None:
+        """The last state sent, as sent: what a broker that lost it gets again."""
+        return self._published
+
     def retained_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The state as it is published: `filtered_attributes` left out."""
         kept: dict[str, Any] = _without(dict(state), self.rules.filtered_attributes, "")
