@@ -104,7 +104,7 @@ class FilterRules:
         device_bands = [(p, parse_band(v)) for p, v in (given.get("deadband") or {}).items()]
         kind_bands = [(p, parse_band(v)) for p, v in defaults.deadband.items()]
         max_interval = given.get("max_interval") or defaults.max_interval or state_refresh
-        return cls(
+        rules = cls(
             immediate=defaults.immediate,
             deadband=tuple(device_bands),
             quiet=tuple(given.get("quiet") or ()),
@@ -116,6 +116,7 @@ class FilterRules:
             kind_deadband=tuple(kind_bands),
             kind_quiet=defaults.quiet,
         )
+        return _SHARED_RULES.setdefault(rules, rules)
 
     def classify(self, path: str) -> tuple[Trigger, Band | None]:
         if _matches(path, self.immediate):
@@ -153,7 +154,7 @@ class PublishFilter:
         self._pending: dict[str, Any] | None = None  # a state held by debounce or throttle
         self._send_at = math.inf  # when the pending state goes out
         self._blocked_until = -math.inf  # end of the throttle window
-        self._triggers: dict[str, tuple[Trigger, Band | None]] = {}  # classify() cache
+        self._triggers = _classified(rules)
         # Without debounce or throttle any change publishes at once: the first one decides.
         self._first_change_decides = not (rules.debounce or rules.throttle)
 
@@ -306,6 +307,19 @@ class PublishFilter:
 
     def _wait(self) -> Decision:
         return Decision((), self._send_at) if self._pending is not None else HOLD
+
+
+Classified = dict[str, tuple[Trigger, Band | None]]
+# One FilterRules object and one classify() cache per distinct set of rules, not per device:
+# a fleet's devices mostly share their kind's defaults, and each device's own copy of the
+# bands (~1 KB) and of every state path its filter has looked at (up to ~150 strings, ~14 KB
+# a Whatsminer over a long run) added up. Bounded by the distinct publish tables configured.
+_SHARED_RULES: dict[FilterRules, FilterRules] = {}
+_CLASSIFIED: dict[FilterRules, Classified] = {}
+
+
+def _classified(rules: FilterRules) -> Classified:
+    return _CLASSIFIED.setdefault(rules, {})
 
 
 def encode(value: Any) -> bytes:
