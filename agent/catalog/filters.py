@@ -164,7 +164,10 @@ class PublishFilter:
         return self._published
 
     def retained_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        """The state as it is published: `filtered_attributes` left out."""
+        """The state as it is published: `filtered_attributes` left out. Without any, the
+        state itself: a copy of it would be one more dict kept per device."""
+        if not self.rules.filtered_attributes and isinstance(state, dict):
+            return state
         kept: dict[str, Any] = _without(dict(state), self.rules.filtered_attributes, "")
         return kept
 
