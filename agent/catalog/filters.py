@@ -211,22 +211,34 @@ class PublishFilter:
         """The strongest reason in `new` to publish over `old`, or None to publish nothing."""
         if old is None:
             return Trigger.IMMEDIATE  # nothing out yet: the first state goes at once
+        if _same(old, new):
+            return None
         return self._walk(old, new, "")
 
     def _walk(self, old: Any, new: Any, prefix: str) -> Trigger | None:
-        """`_changes` and the verdict on each change in one recursive pass: a poll's state is
-        walked on every poll, and a generator per level costs more than the walk itself.
-        Stops at the first change that decides (IMMEDIATE; any change when nothing is held)."""
-        if old == new and type(old) is type(new):
-            return None
+        """`_changes` and the verdict on each change in one recursive pass, over an `old` and a
+        `new` that differ: a poll's state is walked on every poll, and a generator per level
+        costs more than the walk itself. Stops at the first change that decides (IMMEDIATE;
+        any change when nothing is held).
+
+        What is equal in `new` is replaced by the same value's object in `old`: a device keeps
+        two states (its latest and the one last published, mostly an older one) and they
+        now share everything that did not change instead of holding two copies of it. Only
+        objects are swapped, never values, and only where the walk looks anyway."""
         old_is_map, new_is_map = isinstance(old, Mapping), isinstance(new, Mapping)
         if old_is_map or new_is_map:
             before = old if old_is_map else {}
             after = new if new_is_map else {}
             if before or after:
+                share = type(after) is dict
                 strongest: Trigger | None = None
                 for key, value in after.items():
-                    found = self._walk(before.get(key, _MISSING), value, _join(prefix, key))
+                    previous = before.get(key, _MISSING)
+                    if previous == value and type(previous) is type(value):  # _same, inlined
+                        if share and previous is not value:
+                            after[key] = previous  # an existing key: iteration goes on
+                        continue
+                    found = self._walk(previous, value, _join(prefix, key))
                     if found is not None:
                         if found is Trigger.IMMEDIATE or self._first_change_decides:
                             return found
@@ -246,11 +258,13 @@ class PublishFilter:
             if before_items or after_items:
                 strongest = None
                 for index in range(max(len(before_items), len(after_items))):
-                    found = self._walk(
-                        before_items[index] if index < len(before_items) else _MISSING,
-                        after_items[index] if index < len(after_items) else _MISSING,
-                        _join(prefix, index),
-                    )
+                    previous = before_items[index] if index < len(before_items) else _MISSING
+                    item = after_items[index] if index < len(after_items) else _MISSING
+                    if previous == item and type(previous) is type(item):  # _same, inlined
+                        if previous is not item:
+                            after_items[index] = previous
+                        continue
+                    found = self._walk(previous, item, _join(prefix, index))
                     if found is not None:
                         if found is Trigger.IMMEDIATE or self._first_change_decides:
                             return found
@@ -336,6 +350,12 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Nothing to look at: equal and of the same type (True is not 1), equal containers in
+    one C-level comparison."""
+    return bool(old == new and type(old) is type(new))
 
 
 def _number(value: Any) -> bool:
