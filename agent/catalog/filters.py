@@ -224,7 +224,8 @@ class PublishFilter:
         What is equal in `new` is replaced by the same value's object in `old`: a device keeps
         two states (its latest and the one last published, mostly an older one) and they
         now share everything that did not change instead of holding two copies of it. Only
-        objects are swapped, never values, and only where the walk looks anyway."""
+        objects are swapped, never values as `==` sees them (0.0 for -0.0, a dict with its keys
+        in another order), and only where the walk looks anyway."""
         old_is_map, new_is_map = isinstance(old, Mapping), isinstance(new, Mapping)
         if old_is_map or new_is_map:
             before = old if old_is_map else {}
