@@ -3,6 +3,7 @@ for the strict ones, a protocol error that names the field)."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -93,3 +94,13 @@ def test_strict_rules_raise_a_protocol_error_naming_the_field(
     with pytest.raises(ProtocolError) as raised:
         rule(value, "user: shares")
     assert raised.value.message == message
+
+
+def test_equal_text_from_separate_replies_is_one_object() -> None:
+    """The states kept hold each reply's text: equal text is shared, not copied per poll."""
+    first, second = json.loads('["Alive", " M30S+ "]'), json.loads('["Alive", " M30S+ "]')
+    assert first[0] is not second[0]
+    assert coerce.stripped_text(first[0]) is coerce.stripped_text(second[0])
+    assert coerce.stripped_text(first[1]) is coerce.stripped_text(second[1]) == "M30S+"
+    assert coerce.shared(first[0]) is coerce.shared(second[0])
+    assert coerce.shared(7) == 7 and coerce.shared(None) is None

@@ -63,6 +63,9 @@ NOT_FOR_THE_SERVICE = (
     "agent.devices.pool.client",  # requests, for pool devices only
     "agent.devices.srs.client",
     "requests",  # XMRig and Whatsminer polls use the event loop; requests serves one-shot calls
+    "Crypto",  # pycryptodome's AES (with cffi, pycparser): a Whatsminer's first write loads it
+    "cffi",
+    "pycparser",
 )
 
 
@@ -99,3 +102,24 @@ def test_a_kind_s_http_client_comes_with_its_first_device(
     modules = _modules_after_start(tmp_path, MINERS + config)
     assert f"agent.devices.{client}.client" in modules
     assert "requests" in modules
+
+
+ENCRYPT_LIKE_A_WRITE = """
+import json, sys
+from agent.devices.whatsminer import crypto
+
+key = crypto.aes_key("key")
+assert crypto.decrypt(crypto.encrypt(b"power_off", key), key) == b"power_off"
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_whatsminer_write_brings_the_aes_cipher_with_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ENCRYPT_LIKE_A_WRITE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "Crypto.Cipher.AES" in set(json.loads(done.stdout))

@@ -253,10 +253,38 @@ def test_state_is_not_queued_while_the_broker_is_away(
         own_broker.stop()
         polls = runner.agent.workers["rig1"].stats.ok
         wait_until(lambda: runner.agent.workers["rig1"].stats.ok >= polls + 5, 15, "5 polls")
-        # Only the latest state per topic is kept: nothing grows with the outage.
+        # Nothing grows with the outage: the filter's last published state is all there is,
+        # and the link keeps no copy of its payload (it is encoded again at the reconnect).
         assert len(runner.agent.link.client._out_messages) < 10
-        assert runner.agent.link._retained[f"{base}/rig1"]
+        assert runner.agent.workers["rig1"].publish_filter.published is not None
+        assert f"{base}/rig1" not in runner.agent.link._retained
     finally:
+        runner.stop()
+
+
+def test_a_restarted_broker_gets_the_last_published_state_though_the_filter_holds_newer(
+    own_broker: Mosquitto, xmrig_fleet: SimFleet
+) -> None:
+    held = {"debounce": "1h", "throttle": "1h"}  # after the first state, nothing goes out
+    rig1 = {**rig(xmrig_fleet, 0), "id": "rig1", "poll_interval": "0.2s", "publish": held}
+    settings = make_settings(own_broker.url, [rig1], mqtt={"reconnect_min": 1, "reconnect_max": 2})
+    base = settings.mqtt.base_topic
+    runner = AgentThread(settings)
+    probe = Probe(own_broker.port)
+    try:
+        probe.subscribe(f"{base}/#")
+        first = probe.wait_for(f"{base}/rig1").json()
+        own_broker.stop()  # no persistence: the retained state goes with it
+        probe.close()
+        worker = runner.agent.workers["rig1"]
+        polls = worker.stats.ok
+        wait_until(lambda: worker.stats.ok > polls + 2, 10, "polls held by the filter")
+        own_broker.start()
+        probe = Probe(own_broker.port)
+        probe.subscribe(f"{base}/rig1")
+        assert probe.wait_for(f"{base}/rig1").json() == first
+    finally:
+        probe.close()
         runner.stop()
 
 

@@ -104,7 +104,7 @@ class FilterRules:
         device_bands = [(p, parse_band(v)) for p, v in (given.get("deadband") or {}).items()]
         kind_bands = [(p, parse_band(v)) for p, v in defaults.deadband.items()]
         max_interval = given.get("max_interval") or defaults.max_interval or state_refresh
-        return cls(
+        rules = cls(
             immediate=defaults.immediate,
             deadband=tuple(device_bands),
             quiet=tuple(given.get("quiet") or ()),
@@ -116,6 +116,7 @@ class FilterRules:
             kind_deadband=tuple(kind_bands),
             kind_quiet=defaults.quiet,
         )
+        return _SHARED_RULES.setdefault(rules, rules)
 
     def classify(self, path: str) -> tuple[Trigger, Band | None]:
         if _matches(path, self.immediate):
@@ -153,12 +154,20 @@ class PublishFilter:
         self._pending: dict[str, Any] | None = None  # a state held by debounce or throttle
         self._send_at = math.inf  # when the pending state goes out
         self._blocked_until = -math.inf  # end of the throttle window
-        self._triggers: dict[str, tuple[Trigger, Band | None]] = {}  # classify() cache
+        self._triggers = _classified(rules)
         # Without debounce or throttle any change publishes at once: the first one decides.
         self._first_change_decides = not (rules.debounce or rules.throttle)
 
+    @property
+    def published(self) -> dict[str, Any] | None:
+        """The last state sent, as sent: what a broker that lost it gets again."""
+        return self._published
+
     def retained_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        """The state as it is published: `filtered_attributes` left out."""
+        """The state as it is published: `filtered_attributes` left out. Without any, the
+        state itself: a copy of it would be one more dict kept per device."""
+        if not self.rules.filtered_attributes and isinstance(state, dict):
+            return state
         kept: dict[str, Any] = _without(dict(state), self.rules.filtered_attributes, "")
         return kept
 
@@ -202,22 +211,35 @@ class PublishFilter:
         """The strongest reason in `new` to publish over `old`, or None to publish nothing."""
         if old is None:
             return Trigger.IMMEDIATE  # nothing out yet: the first state goes at once
+        if _same(old, new):
+            return None
         return self._walk(old, new, "")
 
     def _walk(self, old: Any, new: Any, prefix: str) -> Trigger | None:
-        """`_changes` and the verdict on each change in one recursive pass: a poll's state is
-        walked on every poll, and a generator per level costs more than the walk itself.
-        Stops at the first change that decides (IMMEDIATE; any change when nothing is held)."""
-        if old == new and type(old) is type(new):
-            return None
+        """`_changes` and the verdict on each change in one recursive pass, over an `old` and a
+        `new` that differ: a poll's state is walked on every poll, and a generator per level
+        costs more than the walk itself. Stops at the first change that decides (IMMEDIATE;
+        any change when nothing is held).
+
+        What is equal in `new` is replaced by the same value's object in `old`: a device keeps
+        two states (its latest and the one last published, mostly an older one) and they
+        now share everything that did not change instead of holding two copies of it. Only
+        objects are swapped, never values as `==` sees them (0.0 for -0.0, a dict with its keys
+        in another order), and only where the walk looks anyway."""
         old_is_map, new_is_map = isinstance(old, Mapping), isinstance(new, Mapping)
         if old_is_map or new_is_map:
             before = old if old_is_map else {}
             after = new if new_is_map else {}
             if before or after:
+                share = type(after) is dict
                 strongest: Trigger | None = None
                 for key, value in after.items():
-                    found = self._walk(before.get(key, _MISSING), value, _join(prefix, key))
+                    previous = before.get(key, _MISSING)
+                    if previous == value and type(previous) is type(value):  # _same, inlined
+                        if share and previous is not value:
+                            after[key] = previous  # an existing key: iteration goes on
+                        continue
+                    found = self._walk(previous, value, _join(prefix, key))
                     if found is not None:
                         if found is Trigger.IMMEDIATE or self._first_change_decides:
                             return found
@@ -237,11 +259,13 @@ class PublishFilter:
             if before_items or after_items:
                 strongest = None
                 for index in range(max(len(before_items), len(after_items))):
-                    found = self._walk(
-                        before_items[index] if index < len(before_items) else _MISSING,
-                        after_items[index] if index < len(after_items) else _MISSING,
-                        _join(prefix, index),
-                    )
+                    previous = before_items[index] if index < len(before_items) else _MISSING
+                    item = after_items[index] if index < len(after_items) else _MISSING
+                    if previous == item and type(previous) is type(item):  # _same, inlined
+                        if previous is not item:
+                            after_items[index] = previous
+                        continue
+                    found = self._walk(previous, item, _join(prefix, index))
                     if found is not None:
                         if found is Trigger.IMMEDIATE or self._first_change_decides:
                             return found
@@ -303,6 +327,19 @@ class PublishFilter:
         return Decision((), self._send_at) if self._pending is not None else HOLD
 
 
+Classified = dict[str, tuple[Trigger, Band | None]]
+# One FilterRules object and one classify() cache per distinct set of rules, not per device:
+# a fleet's devices mostly share their kind's defaults, and each device's own copy of the
+# bands (~1 KB) and of every state path its filter has looked at (up to ~150 strings, ~14 KB
+# a Whatsminer over a long run) added up. Bounded by the distinct publish tables configured.
+_SHARED_RULES: dict[FilterRules, FilterRules] = {}
+_CLASSIFIED: dict[FilterRules, Classified] = {}
+
+
+def _classified(rules: FilterRules) -> Classified:
+    return _CLASSIFIED.setdefault(rules, {})
+
+
 def encode(value: Any) -> bytes:
     """A state (or any JSON value) as it goes on the wire: compact, dates as text."""
     return json.dumps(value, separators=(",", ":"), default=str).encode()
@@ -314,6 +351,12 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Nothing to look at: equal and of the same type (True is not 1), equal containers in
+    one C-level comparison."""
+    return bool(old == new and type(old) is type(new))
 
 
 def _number(value: Any) -> bool:

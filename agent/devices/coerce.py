@@ -10,6 +10,7 @@ function maps "not this" to None (the `strict_*` ones raise instead); None stays
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from agent.errors import ProtocolError
@@ -82,9 +83,17 @@ def text(value: Any) -> str | None:
 
 
 def stripped_text(value: Any) -> str | None:
-    """`text` without surrounding blanks; blank text is None."""
+    """`text` without surrounding blanks, `shared`; blank text is None."""
     found = text(value)
-    return found.strip() or None if found is not None else None
+    return shared(found.strip() or None) if found is not None else None
+
+
+def shared(value: Any) -> Any:
+    """Text as one object per distinct text (`sys.intern`), anything else as it is. A device's
+    models, statuses, versions and pool URLs are the same text poll after poll, board after
+    board and often device after device, and each reply's copy stayed alive in the states
+    kept (the worker's and the filter's: ~1 KB a Whatsminer state)."""
+    return sys.intern(value) if type(value) is str else value
 
 
 def mapping(value: Any) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """The agent's one MQTT session (paho-mqtt 2.x), and what it guarantees across outages.
 
-- Retained topics (state, availability, bridge, discovery) are kept as the latest payload per
-  topic. They reach paho through a pump that keeps at most RETAINED_WINDOW of them unacknowledged;
-  the rest wait as "dirty" topics, where a newer payload replaces an older one. So a burst
-  (a reconnect's state topics) is never dropped and never piles up in memory, a slow
-  broker sees each topic's latest value once, and on every (re)connect the whole set is sent
-  again, so a broker that lost its retained store ends with every topic current.
+- Retained topics (availability, bridge, power) are kept as the latest payload per topic. They
+  reach paho through a pump that keeps at most RETAINED_WINDOW of them unacknowledged; the rest
+  wait as "dirty" topics, where a newer payload replaces an older one. So a burst (a reconnect's
+  state topics) is never dropped and never piles up in memory, a slow broker sees each topic's
+  latest value once, and on every (re)connect the whole set is sent again, so a broker that lost
+  its retained store ends with every topic current. Device states and discovery configs go the
+  same way but are not kept (`keep=False`): their owners publish them again after every connect.
 - Everything else (results, events, responses) goes straight to paho's queue, bounded by
   `mqtt.max_queued`.
 - Subscriptions are remembered and made again on every connect.
@@ -200,7 +201,8 @@ class MqttLink:
 
     def publish_retained(self, topic: str, payload: bytes | str, *, keep: bool = True) -> None:
         """`keep=False` for payloads their owner publishes again after every connect
-        (discovery: about 30 KB a device that need not stay in memory)."""
+        (discovery, about 30 KB a device, and device states, about 3 KB, need not stay in
+        memory)."""
         data = payload.encode() if isinstance(payload, str) else payload
         with self._lock:
             if keep:

@@ -61,7 +61,15 @@ class Publisher:
         """The last state again, changed or not (Home Assistant restarted)."""
         if device.state is not None:
             retained = device.publish_filter.retained_state(device.state)
-            self.link.publish_retained(self.topics.state(device.id), encode(retained))
+            self._send_state(device, encode(retained))
+
+    def resend_published(self, device: DeviceWorker) -> None:
+        """After a (re)connect: the state last sent, again. The link does not keep the states'
+        payloads (~3 KB a device, for the whole run): the filter keeps what it sent anyway, so
+        that is encoded again."""
+        published = device.publish_filter.published
+        if published is not None:
+            self._send_state(device, encode(published))
 
     def forget(self, device_id: str) -> None:
         """A device removed or restarted with a new config: nothing held for it goes out."""
@@ -69,13 +77,17 @@ class Publisher:
 
     def _apply(self, device: DeviceWorker, decision: Decision) -> None:
         for payload in decision.payloads:
-            self.link.publish_retained(self.topics.state(device.id), payload)
+            self._send_state(device, payload)
         self._cancel_recheck(device.id)
         if decision.recheck_at is not None:
             # recheck_at is on the filter's clock, which is the only one it answers to
             delay = max(0.0, decision.recheck_at - device.publish_filter.clock())
             loop = asyncio.get_running_loop()
             self._rechecks[device.id] = loop.call_later(delay, self._due, device)
+
+    def _send_state(self, device: DeviceWorker, payload: bytes) -> None:
+        # not kept by the link: resend_published sends it again after every connect
+        self.link.publish_retained(self.topics.state(device.id), payload, keep=False)
 
     def _cancel_recheck(self, device_id: str) -> None:
         timer = self._rechecks.pop(device_id, None)

@@ -372,6 +372,8 @@ class AgentService:
     def _connected(self) -> None:
         if self.link.connects == 1 and self.loop is not None:
             self.loop.call_later(SWEEP_WINDOW_S, self.sweeper.finish)
+        for worker in self.workers.values():  # the link keeps no states: a new broker has none
+            self.publisher.resend_published(worker)
         self._reannounce()
 
     def _reannounce(self) -> None:

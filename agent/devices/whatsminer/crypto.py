@@ -3,6 +3,9 @@
 md5-crypt is written out over hashlib because Python 3.13 removed `crypt` and passlib is
 unmaintained; it is the FreeBSD algorithm (`openssl passwd -1`), checked against openssl's
 output in the tests. Only the hash part after the third `$` is ever used.
+
+pycryptodome's AES (with cffi and pycparser, ~2 MB resident) is imported by the first write,
+not by the agent's start: a fleet that is only polled never loads it.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import binascii
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from Crypto.Cipher import AES
+if TYPE_CHECKING:
+    from Crypto.Cipher._mode_ecb import EcbMode
 
 _ITOA64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _MAGIC = b"$1$"
@@ -86,7 +90,7 @@ def aes_key(key: str) -> bytes:
 def encrypt(plaintext: bytes, aeskey: bytes) -> str:
     """NUL-pad to 16 bytes (not PKCS#7), AES-256-ECB, base64 without line breaks."""
     padded = plaintext + b"\0" * (-len(plaintext) % BLOCK)
-    return base64.b64encode(AES.new(aeskey, AES.MODE_ECB).encrypt(padded)).decode("ascii")
+    return base64.b64encode(_ecb(aeskey).encrypt(padded)).decode("ascii")
 
 
 def decrypt(data: str | bytes, aeskey: bytes) -> bytes:
@@ -97,7 +101,13 @@ def decrypt(data: str | bytes, aeskey: bytes) -> bytes:
         raise ValueError(f"not base64: {exc}") from None
     if not raw or len(raw) % BLOCK:
         raise ValueError(f"ciphertext of {len(raw)} bytes is not a multiple of {BLOCK}")
-    return bytes(AES.new(aeskey, AES.MODE_ECB).decrypt(raw)).rstrip(b"\0")
+    return bytes(_ecb(aeskey).decrypt(raw)).rstrip(b"\0")
+
+
+def _ecb(aeskey: bytes) -> EcbMode:
+    from Crypto.Cipher import AES  # the first write imports it: see the module doc
+
+    return AES.new(aeskey, AES.MODE_ECB)
 
 
 def encrypt_command(command: Mapping[str, Any], aeskey: bytes) -> bytes:

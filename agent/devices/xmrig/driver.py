@@ -154,11 +154,11 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
     rates = _windows(hashrate.get("total"))
     rates["highest"] = hashrate.get("highest")
     return {
-        "miner_id": get("id"),
-        "worker_id": get("worker_id"),
-        "version": get("version"),
-        "user_agent": get("ua"),
-        "algo": get("algo"),
+        "miner_id": coerce.shared(get("id")),
+        "worker_id": coerce.shared(get("worker_id")),
+        "version": coerce.shared(get("version")),
+        "user_agent": coerce.shared(get("ua")),
+        "algo": coerce.shared(get("algo")),
         "hashrate_hs": rates,
         "shares": {
             "accepted": good,
@@ -168,8 +168,8 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
             "difficulty": coerce.integer(results.get("diff_current")),
         },
         "pool": {
-            "url": connection.get("pool"),
-            "ip": connection.get("ip"),
+            "url": coerce.shared(connection.get("pool")),
+            "ip": coerce.shared(connection.get("ip")),
             "ping_ms": coerce.integer(connection.get("ping")),
             "uptime_s": coerce.integer(connection.get("uptime")),
             "failures": coerce.integer(connection.get("failures")),
@@ -181,7 +181,7 @@ def normalise(summary: Mapping[str, Any], backends: list[Any] | None) -> dict[st
         "restricted": bool(get("restricted", False)),
         "donate_level": coerce.integer(get("donate_level")),
         "cpu": {
-            "brand": cpu.get("brand"),
+            "brand": coerce.shared(cpu.get("brand")),
             "cores": cpu.get("cores"),
             "threads": cpu.get("threads"),
         },
@@ -208,7 +208,7 @@ def normalise_backends(backends: list[Any] | None) -> dict[str, dict[str, Any]]:
         threads = [t for t in coerce.items(backend.get("threads")) if isinstance(t, dict)]
         entry: dict[str, Any] = {
             "enabled": bool(backend.get("enabled", False)),
-            "algo": backend.get("algo"),
+            "algo": coerce.shared(backend.get("algo")),
             "hashrate_hs": _windows(backend.get("hashrate")),
             "threads": [{"hashrate_hs": _windows(t.get("hashrate"))} for t in threads],
         }
