@@ -166,7 +166,7 @@ class Bench:
     # ------------------------------------------------------------ simulators
 
     def _start_sims(self) -> None:
-        per_proc = math.ceil(self.o.whatsminers / max(1, self.o.sim_procs))
+        per_proc = max(1, math.ceil(self.o.whatsminers / max(1, self.o.sim_procs)))
         for first in range(0, self.o.whatsminers, per_proc):
             count = min(per_proc, self.o.whatsminers - first)
             log = self.logs / f"sim-whatsminer-{first}.log"
