@@ -39,6 +39,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.config.settings import AgentSection
+from agent.runtime.worker import GRID_SHARE_MAX
+
 PORT = 4028
 SUMMARY = (b'{"cmd":"summary"}',)
 AGENT_READS = (b'{"cmd":"summary+pools+edevs"}', b'{"cmd":"status"}')
@@ -203,20 +206,31 @@ class AgentReads:
         self.polls += 1
 
 
+def agent_grid(interval: float) -> float:
+    """The step of the grid the agent's polls start on by default (agent.runtime.worker)."""
+    return min(AgentSection().poll_alignment, interval * GRID_SHARE_MAX)
+
+
 async def _paced_polls(
     targets: list[Any], poll: Callable[[Any], Awaitable[Any]], duration: float, interval: float
 ) -> Meter:
-    """Every target once per `interval`, first polls spread over one interval: the agent's
-    schedule, so the event loop wakes for each poll as it does in the agent, where
-    `_loop_polls` keeps it always busy and shares each wake-up among many polls. The first
-    round (connections, first reads) is not measured: `duration` starts after it."""
+    """Every target once per `interval`, first polls spread over one interval, each start on
+    the agent's default poll grid: the agent's schedule, so the event loop wakes as often as
+    it does in the agent, where `_loop_polls` keeps it always busy and shares each wake-up
+    among many polls. The first round (connections, first reads) is not measured: `duration`
+    starts after it."""
     meter = Meter()
-    deadline = time.monotonic() + interval + duration
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + interval + duration
+    grid = agent_grid(interval)
 
     async def schedule(target: Any, offset: float) -> None:
-        due = time.monotonic() + offset
+        due = loop.time() + offset
         while due < deadline:
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            start = round(due / grid) * grid if grid else due
+            woken = loop.create_future()  # at `start` itself, as the agent's timers are
+            loop.call_at(start, woken.set_result, None)
+            await woken
             await _counted(meter, poll, target)
             due += interval
 

@@ -208,6 +208,7 @@ class AgentService:
             offline_after=agent.offline_after,
             state_refresh=agent.state_refresh,
             jitter=agent.jitter,
+            alignment=agent.poll_alignment,
             energy=self.energy if metered(kind.catalog) else None,
         )
         self.workers[device.id] = worker

@@ -3,9 +3,9 @@ PYTHONPATH and sets EDGE_AGENT_BENCH_HOOK=1; the agent's own code is not changed
 
 It adds a `bench` entry to the bridge `health` response: the duration of each poll since the
 previous health request, per kind (the worker's own `stats.last_duration_ms`, collected here
-after every poll, drained by the health request), and the depth of paho's outgoing queue. Its
-cost (a deque append per poll, one pass over the workers per health request) is counted in the
-agent's CPU like everything else.
+as the worker records it, drained by the health request), and the depth of paho's outgoing
+queue. Its cost (a deque append per poll, one pass over the workers per health request) is
+counted in the agent's CPU like everything else.
 """
 
 from __future__ import annotations
@@ -127,16 +127,18 @@ def install() -> None:
     from agent.runtime.service import AgentService
     from agent.runtime.worker import DeviceWorker
 
-    original_poll = DeviceWorker.poll
+    original_record = DeviceWorker._record_duration
 
-    async def poll(self: Any) -> dict[str, Any] | None:
-        state = await original_poll(self)
-        if self.stats.last_duration_ms is not None:
-            recent = _durations.setdefault(self, deque(maxlen=RECENT_POLLS))
-            recent.append(self.stats.last_duration_ms)
-        return state
+    # The worker's own duration bookkeeping, not a wrapper around its poll coroutine: another
+    # coroutine frame per poll would be counted as the agent's CPU.
+    def record_duration(self: Any, started: float) -> None:
+        original_record(self, started)
+        recent = _durations.get(self)
+        if recent is None:
+            recent = _durations[self] = deque(maxlen=RECENT_POLLS)
+        recent.append(self.stats.last_duration_ms)
 
-    DeviceWorker.poll = poll  # type: ignore[method-assign]
+    DeviceWorker._record_duration = record_duration  # type: ignore[method-assign]
     original = AgentService.health
 
     def health(self: Any) -> dict[str, Any]:
