@@ -136,6 +136,28 @@ def test_any_other_change_publishes() -> None:
     assert sent(publish_filter.offer(board_lost)) == [board_lost]
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(1, 1.0), (True, 1), (0, False), ("v1", {"v": 1}), ({"v": 1}, "v1"), ("v1", None), ("v1", [])],
+)
+def test_a_value_of_another_type_or_shape_is_a_change_even_when_equal(
+    before: Any, after: Any
+) -> None:
+    """Unchanged keys are skipped without a call per key: 1 == 1.0 == True must still count
+    (next to a quiet change, so that the state as a whole differs)."""
+    publish_filter, _ = make()
+    publish_filter.offer(state(firmware=before))
+    retyped = state(firmware=after, uptime_s=11)
+    assert sent(publish_filter.offer(retyped)) == [retyped]
+
+
+def test_a_key_that_appears_or_goes_publishes() -> None:
+    publish_filter, _ = primed()
+    added = {**state(), "model": "M30S"}
+    assert sent(publish_filter.offer(added)) == [added]
+    assert sent(publish_filter.offer(state())) == [state()]
+
+
 def test_max_interval_republishes_a_state_inside_its_deadbands() -> None:
     publish_filter, clock = make({"max_interval": "60s"})
     publish_filter.offer(state())

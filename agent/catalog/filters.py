@@ -226,7 +226,11 @@ class PublishFilter:
         now share everything that did not change instead of holding two copies of it. Only
         objects are swapped, never values as `==` sees them (0.0 for -0.0, a dict with its keys
         in another order), and only where the walk looks anyway."""
-        old_is_map, new_is_map = isinstance(old, Mapping), isinstance(new, Mapping)
+        if type(old) in _SCALARS and type(new) in _SCALARS:
+            return self._verdict(prefix, old, new)  # most changes: no container checks
+        # `type(…) is dict` first: the ABC's isinstance check costs more, and states are dicts
+        old_is_map = type(old) is dict or isinstance(old, Mapping)
+        new_is_map = type(new) is dict or isinstance(new, Mapping)
         if old_is_map or new_is_map:
             before = old if old_is_map else {}
             after = new if new_is_map else {}
@@ -238,8 +242,11 @@ class PublishFilter:
                     if previous == value and type(previous) is type(value):  # _same, inlined
                         if share and previous is not value:
                             after[key] = previous  # an existing key: iteration goes on
-                        continue
-                    found = self._walk(previous, value, _join(prefix, key))
+                        continue  # most keys: the comparison here is cheaper than a call
+                    if type(previous) in _SCALARS and type(value) in _SCALARS:
+                        found = self._verdict(_join(prefix, key), previous, value)  # no call
+                    else:
+                        found = self._walk(previous, value, _join(prefix, key))
                     if found is not None:
                         if found is Trigger.IMMEDIATE or self._first_change_decides:
                             return found
@@ -285,7 +292,7 @@ class PublishFilter:
 
     def _verdict(self, path: str, before: Any, after: Any) -> Trigger | None:
         """What one changed leaf calls for: IMMEDIATE, CHANGE or nothing."""
-        trigger, band = self._classify(path)
+        trigger, band = self._triggers.get(path) or self._classify(path)
         if trigger is Trigger.QUIET:
             return None
         if trigger is Trigger.DEADBAND and band is not None and not band.exceeded(before, after):
@@ -351,6 +358,7 @@ class _Missing:
 
 
 _MISSING = _Missing()
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # JSON's leaves
 
 
 def _same(old: Any, new: Any) -> bool:
