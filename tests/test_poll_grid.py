@@ -74,7 +74,7 @@ def test_the_grid_is_the_alignment_but_at_most_a_twentieth_of_the_interval() -> 
     assert worker(0, polled, interval=10, alignment=0.25).grid == 0.25
     assert worker(0, polled, interval=1, alignment=0.25).grid == 1 * GRID_SHARE_MAX
     assert worker(0, polled, interval=10, alignment=0).grid == 0
-    assert AgentSection().poll_alignment == 0.25
+    assert AgentSection().poll_alignment == 0.1
 
 
 def test_a_due_time_goes_to_the_nearest_grid_point_so_the_mean_interval_stays() -> None:

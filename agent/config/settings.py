@@ -87,7 +87,7 @@ class AgentSection(Section):
     jitter: float = Field(default=0.1, ge=0, le=0.5)  # poll spread, as a fraction of interval
     # Polls start on a grid of this step (at most 5 % of each poll interval): polls due near one
     # grid point share one wake-up of the event loop. 0: every poll at its own time.
-    poll_alignment: Duration = Field(default=0.25, ge=0, le=2.0)
+    poll_alignment: Duration = Field(default=0.1, ge=0, le=2.0)
     command_timeout: Duration = 30.0
     audit_topic: bool = False  # also publish each audit line on {base}/bridge/{id}/audit
     workers: int = Field(default=32, ge=1, le=1024)  # threads for blocking (HTTP) clients
