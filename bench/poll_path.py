@@ -36,7 +36,6 @@ from typing import Any
 
 from agent.config.settings import LoadedConfig, build_settings
 from agent.kinds import KINDS
-from agent.runtime.energy import metered
 from agent.runtime.publisher import Publisher
 from agent.runtime.service import AgentService
 from agent.runtime.worker import DeviceWorker
@@ -91,18 +90,8 @@ def make_service(broker: Mosquitto, devices: list[dict[str, Any]], state_dir: Pa
 
 def add_workers(service: AgentService) -> list[DeviceWorker]:
     """The service's workers, made as it makes them, without their own poll schedules."""
-    agent = service.settings.agent
     for device in service.settings.devices:
-        kind = service.kinds[device.kind]
-        service.workers[device.id] = DeviceWorker(
-            device,
-            kind,
-            service.publisher,
-            offline_after=agent.offline_after,
-            state_refresh=agent.state_refresh,
-            jitter=agent.jitter,
-            energy=service.energy if metered(kind.catalog) else None,
-        )
+        service.workers[device.id] = service.new_worker(device)
     return list(service.workers.values())
 
 

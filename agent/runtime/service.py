@@ -196,12 +196,11 @@ class AgentService:
 
     # workers ---------------------------------------------------------------------------
 
-    def _add_worker(self, device: DeviceConfig, last_state: dict[str, Any] | None = None) -> None:
-        if not device.enabled:
-            return
+    def new_worker(self, device: DeviceConfig) -> DeviceWorker:
+        """The device's worker under this agent's settings, not yet registered or started."""
         agent = self.settings.agent
         kind = self.kinds[device.kind]
-        worker = DeviceWorker(
+        return DeviceWorker(
             device,
             kind,
             self.publisher,
@@ -211,6 +210,11 @@ class AgentService:
             alignment=agent.poll_alignment,
             energy=self.energy if metered(kind.catalog) else None,
         )
+
+    def _add_worker(self, device: DeviceConfig, last_state: dict[str, Any] | None = None) -> None:
+        if not device.enabled:
+            return
+        worker = self.new_worker(device)
         self.workers[device.id] = worker
         self.publisher.forget(device.id)
         worker.state = last_state
