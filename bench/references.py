@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.config.settings import AgentSection
-from agent.runtime.worker import GRID_SHARE_MAX
+from agent.runtime.worker import on_grid, poll_grid
 
 PORT = 4028
 SUMMARY = (b'{"cmd":"summary"}',)
@@ -206,11 +206,6 @@ class AgentReads:
         self.polls += 1
 
 
-def agent_grid(interval: float) -> float:
-    """The step of the grid the agent's polls start on by default (agent.runtime.worker)."""
-    return min(AgentSection().poll_alignment, interval * GRID_SHARE_MAX)
-
-
 async def _paced_polls(
     targets: list[Any], poll: Callable[[Any], Awaitable[Any]], duration: float, interval: float
 ) -> Meter:
@@ -222,12 +217,12 @@ async def _paced_polls(
     meter = Meter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + interval + duration
-    grid = agent_grid(interval)
+    grid = poll_grid(AgentSection().poll_alignment, interval)  # the agent's default grid
 
     async def schedule(target: Any, offset: float) -> None:
         due = loop.time() + offset
         while due < deadline:
-            start = round(due / grid) * grid if grid else due
+            start = on_grid(due, grid)
             woken = loop.create_future()  # at `start` itself, as the agent's timers are
             loop.call_at(start, woken.set_result, None)
             await woken

@@ -12,7 +12,7 @@ from typing import Any
 from agent.config.settings import AgentSection
 from agent.devices.base import Driver, PollResult
 from agent.kinds import KINDS
-from agent.runtime.worker import GRID_SHARE_MAX, DeviceWorker
+from agent.runtime.worker import GRID_SHARE_MAX, DeviceWorker, on_grid
 
 XMRIG = KINDS["xmrig"]
 
@@ -65,7 +65,7 @@ def worker(
     )
 
 
-def on_grid(when: float, grid: float) -> bool:
+def is_grid_point(when: float, grid: float) -> bool:
     return math.isclose(when / grid, round(when / grid), abs_tol=1e-6)
 
 
@@ -79,11 +79,11 @@ def test_the_grid_is_the_alignment_but_at_most_a_twentieth_of_the_interval() -> 
 
 def test_a_due_time_goes_to_the_nearest_grid_point_so_the_mean_interval_stays() -> None:
     rig = worker(0, asyncio.Queue(), interval=10, alignment=0.25)
-    assert rig._on_grid(100.1) == 100.0
-    assert rig._on_grid(100.2) == 100.25
-    assert rig._on_grid(100.125 + 1e-9) == 100.25
+    assert on_grid(100.1, rig.grid) == 100.0
+    assert on_grid(100.2, rig.grid) == 100.25
+    assert on_grid(100.125 + 1e-9, rig.grid) == 100.25
     unaligned = worker(0, asyncio.Queue(), interval=10, alignment=0)
-    assert unaligned._on_grid(100.1) == 100.1
+    assert on_grid(100.1, unaligned.grid) == 100.1
 
 
 async def wake_times(alignment: float, count: int, polls_each: int) -> list[float]:
@@ -115,7 +115,7 @@ async def wake_times(alignment: float, count: int, polls_each: int) -> list[floa
 def test_devices_due_near_one_grid_point_share_its_timer_instant() -> None:
     whens = asyncio.run(wake_times(alignment=0.05, count=40, polls_each=2))
     assert len(whens) >= 40  # every first poll slept (spread over the first interval)
-    assert all(on_grid(when, 0.05) for when in whens)
+    assert all(is_grid_point(when, 0.05) for when in whens)
     # 40 devices over a 1 s interval of 20 grid points: they share wake-up instants
     points_spanned = round((max(whens) - min(whens)) / 0.05) + 1
     assert len(set(whens)) <= points_spanned < len(whens)

@@ -29,6 +29,19 @@ FIRST_POLL_SPREAD_MAX_S = 30.0  # a large fleet's first polls are spread over at
 GRID_SHARE_MAX = 0.05
 
 
+def poll_grid(alignment: float, interval: float) -> float:
+    """The grid step for a device polled every `interval` under `agent.poll_alignment`."""
+    return min(alignment, interval * GRID_SHARE_MAX)
+
+
+def on_grid(due: float, grid: float) -> float:
+    """The grid point nearest `due`. Every device due near one grid point wakes in the same
+    turn of the event loop, which shares that wake-up's cost (the system calls, the loop's
+    pass over its timers) among them instead of paying it once per poll. The nearest point,
+    not the next one, so that the mean poll interval stays the configured one."""
+    return round(due / grid) * grid if grid else due
+
+
 class Outlet(Protocol):
     """Where a worker's readings go (agent.runtime.publisher.Publisher in the agent)."""
 
@@ -72,7 +85,7 @@ class DeviceWorker:
         self.offline_after = config.offline_after or offline_after
         self.state_refresh = config.state_refresh or state_refresh
         self.jitter = jitter
-        self.grid = min(alignment, config.poll_interval * GRID_SHARE_MAX)
+        self.grid = poll_grid(alignment, config.poll_interval)
         self.driver: Driver[Any] = (driver_factory or kind.driver)(config)
         self.energy = energy  # set for kinds whose state carries an energy counter
         self.lock = asyncio.Lock()
@@ -123,7 +136,7 @@ class DeviceWorker:
         spread = min(interval, FIRST_POLL_SPREAD_MAX_S) if self.jitter else 0.0
         next_due = time.monotonic() + random.uniform(0, spread)
         while True:
-            await self._sleep_until(self._on_grid(next_due))
+            await self._sleep_until(on_grid(next_due, self.grid))
             started = time.monotonic()
             try:
                 await self.poll()
@@ -134,13 +147,6 @@ class DeviceWorker:
             if time.monotonic() > next_due:
                 self.stats.missed_cycles += 1
                 next_due = time.monotonic()
-
-    def _on_grid(self, due: float) -> float:
-        """The grid point nearest `due`. Every device due near one grid point wakes in the same
-        turn of the event loop, which shares that wake-up's cost (the system calls, the loop's
-        pass over its timers) among them instead of paying it once per poll. The nearest point,
-        not the next one, so that the mean poll interval stays the configured one."""
-        return round(due / self.grid) * self.grid if self.grid else due
 
     async def _sleep_until(self, due: float) -> None:
         """Sleep until `due` or until poll_soon(); a plain timer, since thousands of devices
